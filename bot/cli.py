@@ -1,0 +1,85 @@
+"""`nexus-bot` — the command line.
+
+    nexus-bot serve                      run the bot (HTTP on $PORT)
+    nexus-bot validate [PATH…]           check config and playbooks (exit 1 on errors)
+    nexus-bot simulate FILE [--json]     what the bot would do with an alert payload
+    nexus-bot audit verify               check the audit log's hash chain
+    nexus-bot db upgrade                 apply database migrations and exit
+
+Exit codes: 0 fine, 1 the input or the data is wrong (validation errors, a
+malformed payload, a broken audit chain), 2 the configuration or the command
+line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.settings import Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_INVALID, EXIT_CONFIG = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nexus-bot", description="NEXUS incident bot")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("serve", help="run the bot: HTTP server, Slack, scheduler")
+    validate = commands.add_parser("validate", help="validate config and playbooks")
+    validate.add_argument("paths", nargs="*", type=Path, help="playbook files or folders")
+    simulate = commands.add_parser("simulate", help="show what the bot would do with a payload")
+    simulate.add_argument("file", help="JSON payload file, or - for standard input")
+    simulate.add_argument("--source", choices=["alertmanager", "pagerduty", "generic"])
+    simulate.add_argument("--json", action="store_true", help="print a JSON array of incidents")
+    audit = commands.add_parser("audit", help="audit trail tools")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    audit_commands.add_parser("verify", help="check the audit log's hash chain")
+    db = commands.add_parser("db", help="database tools")
+    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    db_commands.add_parser("upgrade", help="apply migrations and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "validate":
+        from bot.commands.validate import run_validate
+
+        return run_validate(args.paths)
+    settings = _settings_or_exit()
+    if args.command == "simulate":
+        from bot.commands.simulate import run_simulate
+
+        return run_simulate(settings, args.file, args.source, args.json)
+    if args.command == "audit":
+        from bot.commands.audit import run_audit_verify
+
+        return run_audit_verify(settings)
+    if args.command == "db":
+        from bot.commands.audit import run_db_upgrade
+
+        return run_db_upgrade(settings)
+    from bot.server import run_server
+
+    return run_server(settings)
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,442 @@
+"""Settings: environment variables first, then `config/nexus.yaml`, then defaults.
+
+Every key of the public contract is a field here, named as its environment
+variable in lower case; the YAML file may use the same names (either case).
+The structured parts of the configuration (severity thresholds, allow-listed
+targets, escalation ladder) live only in the YAML file.
+
+A wrong value raises `SettingsError`, whose lines name the key, where it came
+from (file and line, or environment variable) and what is expected. The CLI
+prints them and exits 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from bot.yamlfile import KeyPath, YamlFileError, load_yaml_mapping, nearest_line
+
+DEFAULT_CONFIG_PATH = Path("config/nexus.yaml")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_NAMESPACED = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+class SettingsError(Exception):
+    """Invalid configuration; `problems` holds one readable line per error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_duration(value: Any) -> Any:
+    """`90`, `90s`, `5m`, `1.5h`, `250ms` → timedelta. Numbers are seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
+
+
+def format_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _split_commas(value: Any) -> Any:
+    """Environment variables carry lists as `a,b,c`; YAML may use real lists."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+
+
+class SeverityThresholds(BaseModel):
+    """The source playbook's alert thresholds (warning fires strictly above)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    performance_degradation_percent: float = Field(20.0, ge=0)
+    error_rate_percent: float = Field(5.0, ge=0, le=100)
+    # "Any service down or SSOT sync failure" is critical: these alert names mean that.
+    critical_alertnames: list[str] = Field(
+        default_factory=lambda: ["ServiceDown", "SSOTSyncFailure"]
+    )
+
+
+class AllowedTargets(BaseModel):
+    """What remediations may touch. Alert labels come from outside; this does not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repositories: list[str] = Field(default_factory=list)
+    deployments: list[str] = Field(default_factory=list, description="namespace/name")
+    configmaps: list[str] = Field(default_factory=list, description="namespace/name")
+
+    @field_validator("repositories")
+    @classmethod
+    def _repos(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _REPO.match(value):
+                raise ValueError(f"expected owner/name, got {value!r}")
+        return values
+
+    @field_validator("deployments", "configmaps")
+    @classmethod
+    def _namespaced(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _NAMESPACED.match(value):
+                raise ValueError(f"expected namespace/name, got {value!r}")
+        return values
+
+
+class EscalationLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: int = Field(ge=1, le=4)
+    role: str = Field(min_length=1)
+    slack: list[str] = Field(default_factory=list, description="Slack user or user-group IDs")
+    email: list[str] = Field(default_factory=list)
+    pagerduty_level: int | None = Field(None, ge=1)
+
+    @field_validator("slack")
+    @classmethod
+    def _slack_ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _SLACK_ID.match(value):
+                raise ValueError(f"expected a Slack user (U…) or group (S…) ID, got {value!r}")
+        return values
+
+
+def _default_levels() -> list[EscalationLevel]:
+    roles = ["Team lead", "Engineering manager", "CTO", "Executive"]
+    return [
+        EscalationLevel(level=n, role=role, pagerduty_level=n) for n, role in enumerate(roles, 1)
+    ]
+
+
+class EscalationConfig(BaseModel):
+    """When levels 2, 3 and 4 start, counted from the incident's start, per severity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    levels: list[EscalationLevel] = Field(default_factory=_default_levels)
+    critical: list[Duration] = Field(
+        default_factory=lambda: [timedelta(minutes=m) for m in (5, 15, 60)]
+    )
+    warning: list[Duration] = Field(
+        default_factory=lambda: [timedelta(minutes=m) for m in (15, 45, 120)]
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _four_levels(cls, levels: list[EscalationLevel]) -> list[EscalationLevel]:
+        if [lvl.level for lvl in levels] != [1, 2, 3, 4]:
+            raise ValueError("expected exactly the levels 1, 2, 3, 4 in order")
+        return levels
+
+    @field_validator("critical", "warning")
+    @classmethod
+    def _ordered(cls, delays: list[timedelta]) -> list[timedelta]:
+        return check_delays(delays)
+
+
+def check_delays(delays: list[timedelta]) -> list[timedelta]:
+    if len(delays) != 3:
+        raise ValueError("expected three delays: when levels 2, 3 and 4 start")
+    if any(d <= timedelta(0) for d in delays):
+        raise ValueError("expected delays greater than zero")
+    if sorted(delays) != delays or len(set(delays)) != 3:
+        raise ValueError("expected delays in increasing order (level 2 < level 3 < level 4)")
+    return delays
+
+
+class Settings(BaseSettings):
+    """All settings of the bot. See config/nexus.yaml for the commented reference."""
+
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False)
+
+    database_url: str = "sqlite:///nexus-bot.db"
+    nexus_config: Path = DEFAULT_CONFIG_PATH
+    nexus_playbooks: Path = Path("playbooks")
+    # 0.0.0.0 so the Procfile and a Kubernetes pod are reachable; set HOST to narrow it.
+    host: str = "0.0.0.0"  # noqa: S104
+    port: int = Field(3000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    nexus_incident_channel: str | None = None
+
+    pagerduty_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    pagerduty_api_token: SecretStr | None = None
+    pagerduty_from_email: str | None = None
+    pagerduty_api_url: str = "https://api.pagerduty.com"
+    pagerduty_events_url: str = "https://events.pagerduty.com"
+    pagerduty_routing_key: SecretStr | None = None
+
+    alertmanager_token: SecretStr | None = None
+
+    github_token: SecretStr | None = None
+    github_app_id: int | None = None
+    github_app_private_key: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    github_git_url: str = "https://github.com"
+
+    kubeconfig: str | None = None
+
+    smtp_url: SecretStr | None = None
+    smtp_from: str = "nexus-bot@localhost"
+
+    nexus_approvers: CommaList = Field(default_factory=list)
+    nexus_escalation_delays: Annotated[list[Duration] | None, NoDecode] = None
+
+    severity_thresholds: SeverityThresholds = Field(default_factory=SeverityThresholds)
+    allowed_targets: AllowedTargets = Field(default_factory=AllowedTargets)
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @field_validator("pagerduty_webhook_secrets", mode="before")
+    @classmethod
+    def _secrets_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("nexus_escalation_delays", mode="before")
+    @classmethod
+    def _delays_list(cls, value: Any) -> Any:
+        return _split_commas(value) or None
+
+    @field_validator("nexus_escalation_delays")
+    @classmethod
+    def _delays_ordered(cls, value: list[timedelta] | None) -> list[timedelta] | None:
+        return None if value is None else check_delays(value)
+
+    @field_validator("nexus_approvers")
+    @classmethod
+    def _approver_ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _SLACK_ID.match(value):
+                raise ValueError(f"expected Slack user (U…) or user-group (S…) IDs, got {value!r}")
+        return values
+
+    @field_validator("nexus_incident_channel")
+    @classmethod
+    def _channel_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[CGD][A-Z0-9]{2,}$", value):
+            raise ValueError(f"expected a Slack channel ID like C0123ABCD, got {value!r}")
+        return value
+
+    @field_validator("pagerduty_api_url", "pagerduty_events_url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        # The pagerduty 7.x clients refuse anything but https; fail at start-up, not at 3 a.m.
+        if urlsplit(value).scheme != "https":
+            raise ValueError(f"expected an https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("slack_api_url", "github_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        return value
+
+    @field_validator("github_git_url")
+    @classmethod
+    def _git_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https", "file", "ssh"):
+            raise ValueError(f"expected an https://, ssh:// or file:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+            raise ValueError(f"expected sqlite:///path.db or postgresql://…, got {value!r}")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+                raise ValueError("expected smtp://user:pass@host:port or smtps://…")
+        return value
+
+    @model_validator(mode="after")
+    def _github_app_pair(self) -> Settings:
+        if (self.github_app_id is None) != (self.github_app_private_key is None):
+            raise ValueError("GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY must be set together")
+        return self
+
+    def escalation_delays(self, severity: str) -> list[timedelta] | None:
+        """When levels 2–4 start for this severity; None means it never escalates."""
+        if severity == "info":
+            return None
+        if self.nexus_escalation_delays is not None:
+            return list(self.nexus_escalation_delays)
+        return list(self.escalation.critical if severity == "critical" else self.escalation.warning)
+
+    def secret_values(self) -> list[str]:
+        """Every configured credential, for the log redactor."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [value]
+            found += [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+        return [v for v in found if v]
+
+
+def disabled_features(settings: Settings) -> list[str]:
+    """One line per feature switched off by a missing credential (logged once at start-up)."""
+    lines = []
+    if settings.slack_bot_token is None:
+        lines.append("Slack disabled: SLACK_BOT_TOKEN is not set")
+    elif settings.slack_signing_secret is None and settings.slack_app_token is None:
+        lines.append(
+            "Slack HTTP events disabled: set SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode)"
+        )
+    if settings.nexus_incident_channel is None:
+        lines.append("incident threads disabled: NEXUS_INCIDENT_CHANNEL is not set")
+    if not settings.pagerduty_webhook_secrets:
+        lines.append("PagerDuty webhook disabled: PAGERDUTY_WEBHOOK_SECRETS is not set")
+    if settings.pagerduty_api_token is None or settings.pagerduty_from_email is None:
+        lines.append(
+            "PagerDuty escalation updates disabled: PAGERDUTY_API_TOKEN and "
+            "PAGERDUTY_FROM_EMAIL are both needed"
+        )
+    if settings.pagerduty_routing_key is None:
+        lines.append("PagerDuty alert route disabled: PAGERDUTY_ROUTING_KEY is not set")
+    if settings.alertmanager_token is None:
+        lines.append("Alertmanager webhook disabled: ALERTMANAGER_TOKEN is not set")
+    if settings.github_token is None and settings.github_app_id is None:
+        lines.append("GitHub actions disabled: set GITHUB_TOKEN or GITHUB_APP_ID + private key")
+    if settings.smtp_url is None:
+        lines.append("email route disabled: SMTP_URL is not set")
+    if not settings.nexus_approvers:
+        lines.append("remediations cannot be approved: NEXUS_APPROVERS is empty")
+    return lines
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads NEXUS_CONFIG (default config/nexus.yaml) and remembers each key's line."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.path = Path(os.environ.get("NEXUS_CONFIG", str(DEFAULT_CONFIG_PATH)))
+        self.data, self.lines = load_yaml_with_lines(
+            self.path, required="NEXUS_CONFIG" in os.environ
+        )
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def load_yaml_with_lines(path: Path, required: bool) -> tuple[dict[str, Any], dict[KeyPath, int]]:
+    """The config file's settings (keys lower-cased) and the line of every key."""
+    if not path.exists():
+        if required:
+            raise SettingsError([f"{path}: config file not found (NEXUS_CONFIG)"])
+        return {}, {}
+    try:
+        data, lines = load_yaml_mapping(path)
+    except YamlFileError as exc:
+        raise SettingsError([str(exc)]) from None
+    data = {str(k).lower(): v for k, v in data.items()}
+    lines = {(str(k[0]).lower(), *k[1:]): v for k, v in lines.items()}
+    return data, lines
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings or raise SettingsError with one located line per problem."""
+    source = _YamlFileSource(Settings)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(
+            [_describe(error, source) for error in exc.errors(include_url=False)]
+        ) from None
+
+
+def _describe(error: Any, source: _YamlFileSource) -> str:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting (see config/nexus.yaml for the reference)"
+    if error["type"] == "missing":
+        message = "required"
+    got = error.get("input")
+    if error["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict | list):
+        shown = "[hidden]" if loc and _looks_secret(str(loc[0])) else repr(got)
+        if shown not in message:
+            message += f" (got {shown})"
+    if not loc:
+        return f"settings: {message}"
+    key = ".".join(str(part) for part in loc)
+    env_name = str(loc[0]).upper()
+    if env_name in {k.upper() for k in os.environ}:
+        return f"environment variable {env_name}: {message}"
+    line = nearest_line(source.lines, loc)
+    where = f"{source.path}:{line}" if line else str(source.path)
+    return f"{where}: {key}: {message}"
+
+
+def _looks_secret(name: str) -> bool:
+    return any(word in name for word in ("token", "secret", "key", "smtp_url", "password"))
