@@ -305,7 +305,8 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
-            raise ValueError(f"expected sqlite:///path.db or postgresql://…, got {value!r}")
+            # Without the value: a database URL may carry a password.
+            raise ValueError("expected sqlite:///path.db or postgresql://…")
         return value
 
     @field_validator("smtp_url")
@@ -348,7 +349,8 @@ def disabled_features(settings: Settings) -> list[str]:
         lines.append("Slack disabled: SLACK_BOT_TOKEN is not set")
     elif settings.slack_signing_secret is None and settings.slack_app_token is None:
         lines.append(
-            "Slack HTTP events disabled: set SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode)"
+            "Slack HTTP events disabled: set SLACK_SIGNING_SECRET "
+            "(or SLACK_APP_TOKEN for Socket Mode)"
         )
     if settings.nexus_incident_channel is None:
         lines.append("incident threads disabled: NEXUS_INCIDENT_CHANNEL is not set")
@@ -439,4 +441,6 @@ def _describe(error: Any, source: _YamlFileSource) -> str:
 
 
 def _looks_secret(name: str) -> bool:
-    return any(word in name for word in ("token", "secret", "key", "smtp_url", "password"))
+    return any(
+        word in name for word in ("token", "secret", "key", "smtp_url", "database_url", "password")
+    )

@@ -33,26 +33,35 @@ def load_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
         raise YamlFileError(
             path, mark.line + 1 if mark else None, f"not valid YAML: {problem}"
         ) from None
+    except RecursionError:
+        raise YamlFileError(path, None, "not valid YAML: nested too deeply") from None
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
         raise YamlFileError(path, 1, "expected a mapping (key: value) at the top level")
     lines: dict[KeyPath, int] = {}
-    _record_lines(node, (), lines)
+    _record_lines(node, (), lines, set())
     return data, lines
 
 
-def _record_lines(node: yaml.Node | None, prefix: KeyPath, out: dict[KeyPath, int]) -> None:
+def _record_lines(
+    node: yaml.Node | None, prefix: KeyPath, out: dict[KeyPath, int], seen: set[int]
+) -> None:
+    # An alias points at a node already walked: walking it again loops forever on a
+    # recursive alias (`a: &a [*a]`) and multiplies work on nested aliases.
+    if node is None or id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
             out[key] = key_node.start_mark.line + 1
-            _record_lines(value_node, key, out)
+            _record_lines(value_node, key, out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             key = (*prefix, index)
             out[key] = item.start_mark.line + 1
-            _record_lines(item, key, out)
+            _record_lines(item, key, out, seen)
 
 
 def nearest_line(lines: dict[KeyPath, int], loc: KeyPath) -> int | None:

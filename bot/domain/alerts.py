@@ -86,7 +86,12 @@ def _strings(raw: Any, what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in raw.items():
         if isinstance(value, dict | list):
-            value = json.dumps(value, sort_keys=True)
+            try:
+                value = json.dumps(value, sort_keys=True)
+            except (TypeError, ValueError, RecursionError):
+                raise PayloadError(
+                    f"{what}.{str(key)[:64]} is nested too deeply or has non-string keys"
+                ) from None
         text = "" if value is None else str(value)
         out[str(key)[:256]] = text[:MAX_TEXT]
     return out
@@ -104,7 +109,12 @@ def _time(raw: Any, what: str) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     # Alertmanager sends 0001-01-01 for "no end yet".
-    return None if parsed.year <= 1 else parsed.astimezone(UTC)
+    if parsed.year <= 1:
+        return None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        raise PayloadError(f"{what} is out of range: {raw[:64]!r}") from None
 
 
 def _fingerprint(*parts: str) -> str:
@@ -194,8 +204,12 @@ def parse_pagerduty(body: Any) -> Alert:
     incident_id = incident.get("id")
     if not isinstance(incident_id, str) or not incident_id:
         raise PayloadError("PagerDuty incident needs an 'id'")
-    service = incident.get("service") if isinstance(incident.get("service"), Mapping) else {}
-    priority = incident.get("priority") if isinstance(incident.get("priority"), Mapping) else {}
+    service: Mapping[str, Any] = (
+        incident["service"] if isinstance(incident.get("service"), Mapping) else {}
+    )
+    priority: Mapping[str, Any] = (
+        incident["priority"] if isinstance(incident.get("priority"), Mapping) else {}
+    )
     labels = {
         "service": str(service.get("summary") or ""),
         "pagerduty_service_id": str(service.get("id") or ""),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.domain.alerts import Alert, AlertStatus
+from bot.domain.alerts import Alert, AlertStatus, Severity
 from bot.domain.escalation import LadderStep, escalation_ladder
 from bot.domain.playbooks import (
     PlannedStep,
@@ -19,7 +19,7 @@ from bot.domain.playbooks import (
     match_playbook,
     plan_playbook,
 )
-from bot.domain.routing import Classification, Route, Severity, classify, highest, routes_for
+from bot.domain.routing import Classification, Route, classify, highest, routes_for
 from bot.settings import Settings
 
 

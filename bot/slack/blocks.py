@@ -40,6 +40,7 @@ STATUS_EMOJI = {
 }
 MAX_BLOCKS = 50
 SECTION_LIMIT = 3000
+FIELD_LIMIT = 2000  # per section field; slack_sdk does not check this one
 HEADER_LIMIT = 150
 
 ACTION_ACKNOWLEDGE = "incident.acknowledge"
@@ -56,8 +57,12 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _markdown(text: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=clip(text, SECTION_LIMIT))
+def _markdown(text: str, limit: int = SECTION_LIMIT) -> MarkdownTextObject:
+    return MarkdownTextObject(text=clip(text, limit))
+
+
+def _field(text: str) -> MarkdownTextObject:
+    return _markdown(text, FIELD_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -82,19 +87,19 @@ def root_blocks(view: IncidentView) -> list[Block]:
     number = f"#{view.number} " if view.number is not None else ""
     header = f"{number}{view.severity.upper()}: {view.title}"
     fields = [
-        _markdown(f"*Severity*\n{SEVERITY_EMOJI.get(view.severity, '')} {view.severity}"),
-        _markdown(f"*Status*\n{STATUS_EMOJI.get(view.status, '')} {view.status}"),
-        _markdown(f"*Service*\n{escape(view.service or 'unknown')}"),
-        _markdown(
+        _field(f"*Severity*\n{SEVERITY_EMOJI.get(view.severity, '')} {view.severity}"),
+        _field(f"*Status*\n{STATUS_EMOJI.get(view.status, '')} {view.status}"),
+        _field(f"*Service*\n{escape(view.service or 'unknown')}"),
+        _field(
             f"*Escalation*\nLevel {view.escalation_level}"
             + (f" — {escape(view.escalation_role)}" if view.escalation_role else "")
         ),
-        _markdown(f"*Playbook*\n`{view.playbook_id}` {escape(view.playbook_title)}"),
+        _field(f"*Playbook*\n`{view.playbook_id}` {escape(view.playbook_title)}"),
     ]
     if view.pagerduty_url:
-        fields.append(_markdown(f"*PagerDuty*\n<{_safe_url(view.pagerduty_url)}|open incident>"))
+        fields.append(_field(f"*PagerDuty*\n<{_safe_url(view.pagerduty_url)}|open incident>"))
     if view.firing or view.resolved:
-        fields.append(_markdown(f"*Alerts*\n{view.firing} firing, {view.resolved} resolved"))
+        fields.append(_field(f"*Alerts*\n{view.firing} firing, {view.resolved} resolved"))
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=clip(header, HEADER_LIMIT), emoji=True)),
         SectionBlock(fields=fields[:10]),
@@ -115,7 +120,8 @@ def root_blocks(view: IncidentView) -> list[Block]:
 
 def root_text(view: IncidentView) -> str:
     """Notification fallback text (what a phone shows)."""
-    return clip(f"{view.severity.upper()} {view.status}: {view.title}", 300)
+    # This text is mrkdwn (it is what notifications show): escape it like any other.
+    return clip(f"{view.severity.upper()} {view.status}: {escape(view.title)}", 300)
 
 
 def playbook_blocks(

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the bot, served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+HTTP_REQUESTS = Counter(
+    "nexus_http_requests_total",
+    "HTTP requests answered, by route and status code.",
+    ["route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "nexus_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+DATABASE_UP = Gauge(
+    "nexus_database_up", "1 when the last readiness check reached the database.", registry=REGISTRY
+)
+FEATURE_ENABLED = Gauge(
+    "nexus_feature_enabled",
+    "1 when a feature has the credentials it needs, else 0.",
+    ["feature"],
+    registry=REGISTRY,
+)

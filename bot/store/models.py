@@ -1,0 +1,259 @@
+"""SQLAlchemy models: the durable state of the incident bot.
+
+Every datetime column is timezone-aware UTC (``UTCDateTime``): SQLite stores
+timestamps without an offset, so the type normalises to UTC on the way in and
+re-attaches UTC on the way out; both backends then hand back equal values.
+
+Enum-like columns are plain strings guarded by CHECK constraints, so a typo in
+application code fails loudly at the database instead of writing a state that
+no query will ever match. Adding a value means a migration, on purpose.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+INCIDENT_SOURCES = ("pagerduty", "alertmanager", "generic", "slack")
+SEVERITIES = ("critical", "warning", "info")
+INCIDENT_STATUSES = ("triggered", "acknowledged", "resolved")
+ALERT_STATUSES = ("firing", "resolved")
+REMEDIATION_STATES = (
+    "pending",
+    "approved",
+    "denied",
+    "expired",
+    "executing",
+    "succeeded",
+    "failed",
+    "refused",
+)
+APPROVAL_DECISIONS = ("approve", "deny", "refused_self", "refused_not_allowed")
+EXECUTION_OUTCOMES = ("running", "succeeded", "failed", "aborted")
+OUTBOX_METHODS = ("chat.postMessage", "chat.update")
+OUTBOX_STATES = ("pending", "sent", "failed")
+
+# Deterministic constraint names: alembic needs names to alter or drop
+# constraints later (SQLite batch mode rebuilds tables by name), and both
+# backends must end up with identical names for the no-diff check to hold.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that always round-trips as aware UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive value is ambiguous (local time? UTC?); storing it would
+            # silently shift timelines by hours, so refuse it outright.
+            raise ValueError(f"naive datetime {value!r}: pass an aware datetime (e.g. UTC)")
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME storage ignores tzinfo; hand it the UTC wall time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return sa.CheckConstraint(f"{column} IN ({quoted})", name=f"{column}_valid")
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        dict[str, Any]: sa.JSON(),
+        str: sa.Text(),
+    }
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+    __table_args__ = (
+        _one_of("source", INCIDENT_SOURCES),
+        _one_of("severity", SEVERITIES),
+        _one_of("status", INCIDENT_STATUSES),
+        sa.Index("ix_incidents_slack_root", "slack_channel", "slack_root_ts"),
+    )
+
+    # The id doubles as the incident number users type ("/incident ack 42").
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(unique=True)
+    source: Mapped[str]
+    title: Mapped[str]
+    severity: Mapped[str]
+    status: Mapped[str] = mapped_column(index=True)
+    playbook_id: Mapped[str]
+    pagerduty_incident_id: Mapped[str | None] = mapped_column(unique=True)
+    pagerduty_url: Mapped[str | None]
+    slack_channel: Mapped[str | None]
+    slack_root_ts: Mapped[str | None]
+    escalation_level: Mapped[int] = mapped_column(default=1, server_default="1")
+    next_escalation_at: Mapped[datetime | None] = mapped_column(index=True)
+    acknowledged_by: Mapped[str | None]
+    acknowledged_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    labels: Mapped[dict[str, Any]]
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+    __table_args__ = (
+        sa.UniqueConstraint("source", "fingerprint"),
+        _one_of("status", ALERT_STATUSES),
+        _one_of("severity", SEVERITIES),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(sa.ForeignKey("incidents.id"), index=True)
+    source: Mapped[str]
+    fingerprint: Mapped[str]
+    status: Mapped[str]
+    severity: Mapped[str]
+    title: Mapped[str]
+    labels: Mapped[dict[str, Any]]
+    annotations: Mapped[dict[str, Any]]
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime | None]
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    occurrences: Mapped[int] = mapped_column(default=1, server_default="1")
+
+
+class WebhookDelivery(Base):
+    """One row per delivery id seen, so webhook/Slack retries are ignored."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (sa.UniqueConstraint("source", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    source: Mapped[str]
+    delivery_id: Mapped[str]
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class RemediationRequest(Base):
+    __tablename__ = "remediation_requests"
+    __table_args__ = (_one_of("state", REMEDIATION_STATES),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(sa.ForeignKey("incidents.id"), index=True)
+    playbook_id: Mapped[str]
+    step_id: Mapped[str]
+    action: Mapped[str]
+    params: Mapped[dict[str, Any]]
+    requested_by: Mapped[str]
+    state: Mapped[str]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    decided_by: Mapped[str | None]
+    decided_at: Mapped[datetime | None]
+    decision_reason: Mapped[str | None]
+    # e.g. the Slack action ts: a double click must not create two requests.
+    idempotency_key: Mapped[str | None] = mapped_column(unique=True)
+
+
+class RemediationApproval(Base):
+    __tablename__ = "remediation_approvals"
+    __table_args__ = (_one_of("decision", APPROVAL_DECISIONS),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("remediation_requests.id"), index=True)
+    user_id: Mapped[str]
+    decision: Mapped[str]
+    reason: Mapped[str | None]
+    created_at: Mapped[datetime]
+
+
+class RemediationExecution(Base):
+    __tablename__ = "remediation_executions"
+    __table_args__ = (_one_of("outcome", EXECUTION_OUTCOMES),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # UNIQUE: the database, not application code, guarantees one execution.
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("remediation_requests.id"), unique=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str]
+    detail: Mapped[dict[str, Any]]
+
+
+class EscalationStep(Base):
+    __tablename__ = "escalation_steps"
+    # One firing per (incident, level, epoch): two schedulers cannot page twice.
+    __table_args__ = (sa.UniqueConstraint("incident_id", "level", "epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(sa.ForeignKey("incidents.id"))
+    level: Mapped[int]
+    epoch: Mapped[int] = mapped_column(default=0, server_default="0")
+    fired_at: Mapped[datetime]
+    actor: Mapped[str]
+    reason: Mapped[str | None]
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        _one_of("method", OUTBOX_METHODS),
+        _one_of("state", OUTBOX_STATES),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    channel: Mapped[str]
+    method: Mapped[str]
+    incident_id: Mapped[int | None] = mapped_column(sa.ForeignKey("incidents.id"))
+    thread_ts: Mapped[str | None]
+    coalesce_key: Mapped[str | None] = mapped_column(index=True)
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[str]
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    result_ts: Mapped[str | None]
+    last_error: Mapped[str | None]
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained log (see ``bot.store.audit``)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str]
+    action: Mapped[str]
+    # Deliberately no foreign key: the log must outlive anything it mentions.
+    incident_id: Mapped[int | None] = mapped_column(index=True)
+    detail: Mapped[dict[str, Any]]
+    # UNIQUE: two appenders that read the same tip cannot both commit, so the
+    # chain can never fork even if the serialising lock were bypassed.
+    prev_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    hash: Mapped[str] = mapped_column(sa.String(64))

@@ -1,0 +1,605 @@
+"""Repository: the operations the bot performs on its durable state.
+
+Every public method is one short transaction and returns detached ORM objects
+(``expire_on_commit=False``: loaded attributes stay readable after the session
+closes; there are no relationships to lazy-load). Methods are synchronous; the
+async app calls them through a thread pool.
+
+Concurrency rules used throughout:
+
+* Idempotent creates insert and rely on a UNIQUE constraint; the loser of a
+  race gets IntegrityError, rolls back and re-reads the winner's row.
+* State changes are compare-and-set ``UPDATE ... WHERE state IN (...)``; the
+  row count says whether this caller won.
+* The audit row is always the last write of a transaction (see
+  ``append_audit``), and is committed together with the change it records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.store.audit import append_audit
+from bot.store.db import READ_ONLY_OPTIONS
+from bot.store.models import (
+    ALERT_STATUSES,
+    EXECUTION_OUTCOMES,
+    INCIDENT_STATUSES,
+    REMEDIATION_STATES,
+    Alert,
+    AuditEntry,
+    EscalationStep,
+    Incident,
+    RemediationApproval,
+    RemediationExecution,
+    RemediationRequest,
+    WebhookDelivery,
+    utcnow,
+)
+
+T = TypeVar("T")
+
+# A race on a unique key resolves in one retry; a few more absorb the rare
+# case of racing on the audit chain tip as well.
+_RACE_RETRIES = 5
+# 14 bound parameters per alert row: 500 rows stay far below SQLite's 32766
+# and PostgreSQL's 65535 parameter limits, so a typical batch is one statement.
+_ALERT_CHUNK = 500
+# Remediation states that record who decided and why.
+_DECISION_STATES = frozenset({"approved", "denied", "expired", "refused"})
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    source: str
+    fingerprint: str
+    status: str  # firing | resolved
+    severity: str  # critical | warning | info
+    title: str
+    labels: dict[str, Any] = field(default_factory=dict)
+    annotations: dict[str, Any] = field(default_factory=dict)
+    starts_at: datetime = field(default_factory=utcnow)
+    ends_at: datetime | None = None
+
+
+def _rowcount(result: sa.Result[Any]) -> int:
+    return cast(sa.CursorResult[Any], result).rowcount
+
+
+class Repository:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # Pure reads skip SQLite's BEGIN IMMEDIATE (see bot.store.db).
+        self._read_sessions = sessionmaker(
+            engine.execution_options(**READ_ONLY_OPTIONS), expire_on_commit=False
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session inside one transaction: commits on normal exit, rolls back on error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._read_sessions.begin() as session:
+            yield session
+
+    def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _retry_on_conflict(self, attempt: Callable[[Session], T]) -> T:
+        for remaining in reversed(range(_RACE_RETRIES)):
+            try:
+                with self.session() as session:
+                    return attempt(session)
+            except IntegrityError:
+                if remaining == 0:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- incidents ---------------------------------------------------------
+
+    def open_incident(
+        self,
+        key: str,
+        source: str,
+        title: str,
+        severity: str,
+        playbook_id: str,
+        labels: dict[str, Any],
+        pagerduty_incident_id: str | None = None,
+        pagerduty_url: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[Incident, bool]:
+        """Return (incident, created). One incident per key, even under races.
+
+        A resolved incident with the same key is reopened (created=False).
+        """
+        now = now or utcnow()
+
+        def attempt(s: Session) -> tuple[Incident, bool]:
+            existing = s.scalars(sa.select(Incident).where(Incident.key == key)).one_or_none()
+            if existing is not None:
+                if existing.status == "resolved":
+                    self._reopen(s, existing, source, now)
+                return existing, False
+            incident = Incident(
+                key=key,
+                source=source,
+                title=title,
+                severity=severity,
+                status="triggered",
+                playbook_id=playbook_id,
+                pagerduty_incident_id=pagerduty_incident_id,
+                pagerduty_url=pagerduty_url,
+                escalation_level=1,
+                created_at=now,
+                updated_at=now,
+                labels=dict(labels),
+            )
+            s.add(incident)
+            s.flush()
+            detail = {"key": key, "title": title, "severity": severity, "playbook_id": playbook_id}
+            append_audit(s, source, "incident.opened", incident.id, detail, at=now)
+            return incident, True
+
+        return self._retry_on_conflict(attempt)
+
+    def _reopen(self, s: Session, incident: Incident, actor: str, now: datetime) -> None:
+        reopened = s.execute(
+            sa.update(Incident)
+            .where(Incident.id == incident.id, Incident.status == "resolved")
+            .values(
+                status="triggered",
+                resolved_at=None,
+                acknowledged_by=None,
+                acknowledged_at=None,
+                escalation_level=1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(reopened) == 1:  # else a concurrent caller reopened it
+            append_audit(s, actor, "incident.reopened", incident.id, {"key": incident.key}, at=now)
+        s.refresh(incident)
+
+    def get_incident(self, number: int) -> Incident | None:
+        with self._read() as s:
+            return s.get(Incident, number)
+
+    def get_incident_by_key(self, key: str) -> Incident | None:
+        return self._one_incident(Incident.key == key)
+
+    def get_incident_by_pagerduty_id(self, pd_id: str) -> Incident | None:
+        return self._one_incident(Incident.pagerduty_incident_id == pd_id)
+
+    def get_incident_by_root(self, channel: str, ts: str) -> Incident | None:
+        return self._one_incident(Incident.slack_channel == channel, Incident.slack_root_ts == ts)
+
+    def _one_incident(self, *where: sa.ColumnElement[bool]) -> Incident | None:
+        with self._read() as s:
+            return s.scalars(sa.select(Incident).where(*where).limit(1)).first()
+
+    def list_open_incidents(self, limit: int = 50) -> list[Incident]:
+        """Unresolved incidents, newest first."""
+        with self._read() as s:
+            query = (
+                sa.select(Incident)
+                .where(Incident.status != "resolved")
+                .order_by(Incident.id.desc())
+                .limit(limit)
+            )
+            return list(s.scalars(query))
+
+    def set_incident_status(
+        self,
+        number: int,
+        new_status: str,
+        actor: str,
+        expected: set[str] | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Compare-and-set the status; True only for the caller that changed it.
+
+        With ``expected=None`` any current status other than ``new_status`` is
+        accepted (setting the status it already has is not a change).
+        """
+        if new_status not in INCIDENT_STATUSES:
+            raise ValueError(f"unknown incident status {new_status!r}")
+        now = now or utcnow()
+        values: dict[str, Any] = {"status": new_status, "updated_at": now}
+        if new_status == "acknowledged":
+            values.update(acknowledged_by=actor, acknowledged_at=now)
+        elif new_status == "resolved":
+            # A resolved incident must never page again.
+            values.update(resolved_at=now, next_escalation_at=None)
+        else:
+            values.update(resolved_at=None, acknowledged_by=None, acknowledged_at=None)
+        guard = (
+            Incident.status.in_(sorted(expected))
+            if expected is not None
+            else Incident.status != new_status
+        )
+        stmt = sa.update(Incident).where(Incident.id == number, guard).values(**values)
+        with self.session() as s:
+            changed = _rowcount(s.execute(stmt.execution_options(synchronize_session=False)))
+            if changed != 1:
+                return False
+            detail = {"status": new_status, "expected": sorted(expected) if expected else None}
+            append_audit(s, actor, f"incident.{new_status}", number, detail, at=now)
+            return True
+
+    def set_slack_root(self, number: int, channel: str, ts: str) -> bool:
+        stmt = (
+            sa.update(Incident)
+            .where(Incident.id == number)
+            .values(slack_channel=channel, slack_root_ts=ts, updated_at=utcnow())
+        )
+        with self.session() as s:
+            return _rowcount(s.execute(stmt.execution_options(synchronize_session=False))) == 1
+
+    # -- alerts and deliveries ---------------------------------------------
+
+    def record_alerts(
+        self, incident_id: int, alerts: Sequence[AlertRecord], now: datetime | None = None
+    ) -> int:
+        """Upsert a batch on (source, fingerprint) in one transaction; return how many were new.
+
+        Repeats of a (source, fingerprint) within the batch collapse to the last.
+        """
+        now = now or utcnow()
+        latest = {(a.source, a.fingerprint): a for a in alerts}
+        # Sorted, so concurrent batches lock shared rows in the same order
+        # and cannot deadlock each other on PostgreSQL.
+        ordered = [latest[k] for k in sorted(latest)]
+        rows = [
+            {
+                "incident_id": incident_id,
+                "source": a.source,
+                "fingerprint": a.fingerprint,
+                "status": a.status,
+                "severity": a.severity,
+                "title": a.title,
+                "labels": dict(a.labels),
+                "annotations": dict(a.annotations),
+                "starts_at": a.starts_at,
+                "ends_at": a.ends_at,
+                "first_seen_at": now,
+                "last_seen_at": now,
+                "occurrences": 1,
+            }
+            for a in ordered
+        ]
+        table = cast(sa.Table, Alert.__table__)
+        new = 0
+        with self.session() as s:
+            for start in range(0, len(rows), _ALERT_CHUNK):
+                insert = self._insert(table).values(rows[start : start + _ALERT_CHUNK])
+                upsert = insert.on_conflict_do_update(
+                    index_elements=[table.c.source, table.c.fingerprint],
+                    set_={
+                        "status": insert.excluded.status,
+                        "ends_at": insert.excluded.ends_at,
+                        "last_seen_at": insert.excluded.last_seen_at,
+                        "occurrences": table.c.occurrences + 1,
+                    },
+                ).returning(table.c.occurrences)
+                # A freshly inserted row is the only one that can still say 1.
+                new += sum(1 for occurrences in s.scalars(upsert) if occurrences == 1)
+        return new
+
+    def alert_counts(self, incident_id: int) -> dict[str, int]:
+        counts = dict.fromkeys(ALERT_STATUSES, 0)
+        query = (
+            sa.select(Alert.status, sa.func.count())
+            .where(Alert.incident_id == incident_id)
+            .group_by(Alert.status)
+        )
+        with self._read() as s:
+            for status, count in s.execute(query):
+                counts[status] = count
+        return counts
+
+    def remember_delivery(self, source: str, delivery_id: str, now: datetime | None = None) -> bool:
+        """True the first time a (source, delivery_id) is seen, False for a retry."""
+        table = cast(sa.Table, WebhookDelivery.__table__)
+        stmt = (
+            self._insert(table)
+            .values(source=source, delivery_id=delivery_id, received_at=now or utcnow())
+            .on_conflict_do_nothing(index_elements=[table.c.source, table.c.delivery_id])
+            .returning(table.c.id)
+        )
+        with self.session() as s:
+            return s.scalar(stmt) is not None
+
+    # -- remediation -------------------------------------------------------
+
+    def create_remediation_request(
+        self,
+        incident_id: int,
+        playbook_id: str,
+        step_id: str,
+        action: str,
+        params: dict[str, Any],
+        requested_by: str,
+        expires_at: datetime,
+        idempotency_key: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[RemediationRequest, bool]:
+        """Return (request, created); the same idempotency_key always yields one request."""
+        now = now or utcnow()
+
+        def attempt(s: Session) -> tuple[RemediationRequest, bool]:
+            if idempotency_key is not None:
+                existing = s.scalars(
+                    sa.select(RemediationRequest).where(
+                        RemediationRequest.idempotency_key == idempotency_key
+                    )
+                ).one_or_none()
+                if existing is not None:
+                    return existing, False
+            request = RemediationRequest(
+                incident_id=incident_id,
+                playbook_id=playbook_id,
+                step_id=step_id,
+                action=action,
+                params=dict(params),
+                requested_by=requested_by,
+                state="pending",
+                created_at=now,
+                expires_at=expires_at,
+                idempotency_key=idempotency_key,
+            )
+            s.add(request)
+            s.flush()
+            detail = {
+                "request_id": request.id,
+                "playbook_id": playbook_id,
+                "step_id": step_id,
+                "action": action,
+                "params": request.params,
+            }
+            append_audit(s, requested_by, "remediation.requested", incident_id, detail, at=now)
+            return request, True
+
+        return self._retry_on_conflict(attempt)
+
+    def get_remediation_request(self, request_id: int) -> RemediationRequest | None:
+        with self._read() as s:
+            return s.get(RemediationRequest, request_id)
+
+    def transition_remediation(
+        self,
+        request_id: int,
+        from_states: set[str],
+        to_state: str,
+        actor: str,
+        reason: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Compare-and-set the request state; True only for the caller that moved it."""
+        if to_state not in REMEDIATION_STATES:
+            raise ValueError(f"unknown remediation state {to_state!r}")
+        now = now or utcnow()
+        with self.session() as s:
+            return self._transition(s, request_id, from_states, to_state, actor, reason, now)
+
+    def _transition(
+        self,
+        s: Session,
+        request_id: int,
+        from_states: set[str],
+        to_state: str,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+    ) -> bool:
+        incident_id = self._cas_state(s, request_id, from_states, to_state, actor, reason, now)
+        if incident_id is None:
+            return False
+        self._audit_transition(
+            s, incident_id, request_id, from_states, to_state, actor, reason, now
+        )
+        return True
+
+    def _cas_state(
+        self,
+        s: Session,
+        request_id: int,
+        from_states: set[str],
+        to_state: str,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+    ) -> int | None:
+        """CAS the request's state; return its incident id if this call moved it."""
+        values: dict[str, Any] = {"state": to_state}
+        if to_state in _DECISION_STATES:
+            values.update(decided_by=actor, decided_at=now, decision_reason=reason)
+        return s.execute(
+            sa.update(RemediationRequest)
+            .where(
+                RemediationRequest.id == request_id,
+                RemediationRequest.state.in_(sorted(from_states)),
+            )
+            .values(**values)
+            .returning(RemediationRequest.incident_id)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+
+    @staticmethod
+    def _audit_transition(
+        s: Session,
+        incident_id: int,
+        request_id: int,
+        from_states: set[str],
+        to_state: str,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+    ) -> None:
+        detail = {"request_id": request_id, "from": sorted(from_states), "reason": reason}
+        append_audit(s, actor, f"remediation.{to_state}", incident_id, detail, at=now)
+
+    def record_approval(
+        self,
+        request_id: int,
+        user_id: str,
+        decision: str,
+        reason: str | None = None,
+        now: datetime | None = None,
+    ) -> RemediationApproval:
+        """Record one approver's click (including refused self-approvals)."""
+        now = now or utcnow()
+        with self.session() as s:
+            request = s.get_one(RemediationRequest, request_id)
+            approval = RemediationApproval(
+                request_id=request_id,
+                user_id=user_id,
+                decision=decision,
+                reason=reason,
+                created_at=now,
+            )
+            s.add(approval)
+            s.flush()
+            detail = {"request_id": request_id, "decision": decision, "reason": reason}
+            append_audit(s, user_id, "remediation.vote", request.incident_id, detail, at=now)
+            return approval
+
+    def start_execution(
+        self, request_id: int, actor: str, now: datetime | None = None
+    ) -> RemediationExecution | None:
+        """Atomically move an approved request to executing and create its execution row.
+
+        Returns None if the request was not in state ``approved`` (someone else
+        started it, or it was denied/expired): the caller must not execute.
+        """
+        now = now or utcnow()
+        with self.session() as s:
+            incident_id = self._cas_state(
+                s, request_id, {"approved"}, "executing", actor, None, now
+            )
+            if incident_id is None:
+                return None
+            execution = RemediationExecution(
+                request_id=request_id, started_at=now, outcome="running", detail={}
+            )
+            s.add(execution)
+            s.flush()  # UNIQUE(request_id) backs up the state check above
+            self._audit_transition(
+                s, incident_id, request_id, {"approved"}, "executing", actor, None, now
+            )
+            return execution
+
+    def finish_execution(
+        self,
+        request_id: int,
+        outcome: str,
+        actor: str,
+        detail: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Close a running execution; the request becomes succeeded or failed."""
+        if outcome not in EXECUTION_OUTCOMES or outcome == "running":
+            raise ValueError(f"invalid final outcome {outcome!r}")
+        now = now or utcnow()
+        with self.session() as s:
+            closed = s.execute(
+                sa.update(RemediationExecution)
+                .where(
+                    RemediationExecution.request_id == request_id,
+                    RemediationExecution.outcome == "running",
+                )
+                .values(outcome=outcome, finished_at=now, detail=dict(detail or {}))
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(closed) != 1:
+                return False
+            final_state = "succeeded" if outcome == "succeeded" else "failed"
+            moved = self._transition(s, request_id, {"executing"}, final_state, actor, None, now)
+            if not moved:
+                raise RuntimeError(f"remediation request {request_id} ran but is not executing")
+            return True
+
+    # -- escalation --------------------------------------------------------
+
+    def record_escalation_step(
+        self,
+        incident_id: int,
+        level: int,
+        actor: str,
+        epoch: int = 0,
+        reason: str | None = None,
+        next_escalation_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Claim firing ``level`` of the ladder; False if it already fired in this epoch.
+
+        On success the incident's escalation_level and next_escalation_at are
+        updated in the same transaction, so the scheduler state cannot drift.
+        """
+        now = now or utcnow()
+        table = cast(sa.Table, EscalationStep.__table__)
+        claim = (
+            self._insert(table)
+            .values(
+                incident_id=incident_id,
+                level=level,
+                epoch=epoch,
+                fired_at=now,
+                actor=actor,
+                reason=reason,
+            )
+            .on_conflict_do_nothing(
+                index_elements=[table.c.incident_id, table.c.level, table.c.epoch]
+            )
+            .returning(table.c.id)
+        )
+        with self.session() as s:
+            if s.scalar(claim) is None:
+                return False
+            s.execute(
+                sa.update(Incident)
+                .where(Incident.id == incident_id)
+                .values(escalation_level=level, next_escalation_at=next_escalation_at)
+                .execution_options(synchronize_session=False)
+            )
+            detail = {"level": level, "epoch": epoch, "reason": reason}
+            append_audit(s, actor, "escalation.fired", incident_id, detail, at=now)
+            return True
+
+    # -- audit -------------------------------------------------------------
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        incident_id: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        def attempt(s: Session) -> AuditEntry:
+            return append_audit(s, actor, action, incident_id, detail)
+
+        return self._retry_on_conflict(attempt)
+
+    def timeline(self, incident_id: int) -> list[AuditEntry]:
+        with self._read() as s:
+            query = (
+                sa.select(AuditEntry)
+                .where(AuditEntry.incident_id == incident_id)
+                .order_by(AuditEntry.id)
+            )
+            return list(s.scalars(query))

@@ -1,0 +1,222 @@
+"""Engine setup, migrations and readiness probe, on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from bot.store.audit import verify_audit_chain
+from bot.store.db import (
+    MIGRATION_LOCK_KEY,
+    alembic_config,
+    database_reachable,
+    make_engine,
+    normalise_database_url,
+    upgrade_database,
+)
+from bot.store.models import Base, Incident
+from bot.store.repository import Repository
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@db:5432/nexus", "postgresql+psycopg://u:p@db:5432/nexus"),
+        (
+            "postgres://u@db/nexus?sslmode=require",
+            "postgresql+psycopg://u@db/nexus?sslmode=require",
+        ),
+        ("postgresql+psycopg://u@db/nexus", "postgresql+psycopg://u@db/nexus"),
+        ("sqlite:///var/lib/nexus/bot.db", "sqlite:///var/lib/nexus/bot.db"),
+        ("sqlite:////abs/bot.db", "sqlite:////abs/bot.db"),
+        ("sqlite://", "sqlite://"),
+    ],
+)
+def test_normalise_database_url(given: str, expected: str) -> None:
+    assert normalise_database_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["mysql://u@db/nexus", "postgresql+psycopg2://u@db/x", "db.example.com/nexus", ""],
+)
+def test_normalise_database_url_rejects_other_schemes(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"expected sqlite:///.*postgresql://"):
+        normalise_database_url(bad)
+
+
+def test_sqlite_engine_pragmas_and_parent_directory(tmp_path: Path) -> None:
+    db_file = tmp_path / "nested" / "dir" / "bot.db"
+    engine = make_engine(f"sqlite:///{db_file}")
+    try:
+        with engine.connect() as conn:
+            pragma = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
+            }
+        assert pragma == {
+            "journal_mode": "wal",
+            "busy_timeout": 5000,
+            "foreign_keys": 1,
+            "synchronous": 1,  # NORMAL
+        }
+        assert db_file.exists()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_foreign_keys_are_enforced(engine: sa.Engine, database_url: str) -> None:
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO escalation_steps (incident_id, level, epoch, fired_at, actor) "
+                "VALUES (999, 1, 0, :now, 'scheduler')"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+
+
+def _schema_diff(engine: sa.Engine) -> list[object]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def test_migration_matches_models(engine: sa.Engine) -> None:
+    assert _schema_diff(engine) == []
+
+
+def test_schema_diff_check_is_not_vacuous(engine: sa.Engine) -> None:
+    # Guard against a comparison that would report "no diff" for anything.
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_incidents_status"))
+    diff = _schema_diff(engine)
+    assert [d[0] for d in diff if isinstance(d, tuple)] == ["add_index"]
+
+
+def test_check_constraints_match_models(engine: sa.Engine) -> None:
+    # compare_metadata ignores CHECK constraints; compare their names directly.
+    inspector = sa.inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        in_db = {c["name"] for c in inspector.get_check_constraints(table.name)}
+        in_models = {c.name for c in table.constraints if isinstance(c, sa.CheckConstraint)}
+        assert in_db == in_models, table.name
+
+
+def test_upgrade_is_idempotent(engine: sa.Engine) -> None:
+    upgrade_database(engine)
+    upgrade_database(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
+    assert _schema_diff(engine) == []
+
+
+def test_replicas_upgrading_at_once(database_url: str, race: Callable[..., list[object]]) -> None:
+    engines = [make_engine(database_url) for _ in range(4)]
+    try:
+        race(4, lambda i: upgrade_database(engines[i]))
+        assert _schema_diff(engines[0]) == []
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_migration_lock_released_after_upgrade(postgres_url: str) -> None:
+    # After a successful upgrade the advisory lock must be released, so a
+    # second engine (another replica) can migrate without waiting forever.
+    first, second = make_engine(postgres_url), make_engine(postgres_url)
+    try:
+        upgrade_database(first)
+        with second.connect() as conn:
+            got = conn.execute(
+                sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
+            )
+            assert got.scalar() is True
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_database_reachable(engine: sa.Engine) -> None:
+    assert database_reachable(engine) is True
+
+
+def test_database_unreachable_postgres() -> None:
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/nowhere")
+    try:
+        assert database_reachable(engine) is False
+    finally:
+        engine.dispose()
+
+
+def test_database_unreachable_sqlite(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}")  # a directory is not a database
+    try:
+        assert database_reachable(engine) is False
+    finally:
+        engine.dispose()
+
+
+def test_datetimes_round_trip_as_aware_utc(engine: sa.Engine) -> None:
+    ist = timezone(timedelta(hours=5, minutes=30))
+    at = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=ist)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(Incident).values(
+                key="k",
+                source="generic",
+                title="t",
+                severity="info",
+                status="triggered",
+                playbook_id="p",
+                created_at=at,
+                updated_at=at,
+                labels={},
+            )
+        )
+        stored = conn.execute(sa.select(Incident.created_at)).scalar_one()
+    assert stored == at
+    assert stored.tzinfo == UTC
+    assert stored.microsecond == 123456
+
+
+def test_naive_datetimes_are_refused(engine: sa.Engine) -> None:
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"), engine.begin() as conn:
+        conn.execute(sa.update(Incident).values(updated_at=datetime(2025, 1, 1)))
+
+
+def test_downgrade_to_base_and_back(engine: sa.Engine) -> None:
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
+    upgrade_database(engine)
+    assert _schema_diff(engine) == []
+
+
+def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
+    # Writers open with BEGIN IMMEDIATE; pure reads must not, or every read
+    # would queue behind (and time out on) any long write transaction.
+    engine = make_engine(sqlite_url)
+    try:
+        upgrade_database(engine)
+        repo = Repository(engine)
+        incident, _ = repo.open_incident("k", "generic", "t", "info", "p", {})
+        with engine.begin() as writer:
+            writer.execute(sa.update(Incident).values(title="uncommitted"))
+            started = time.monotonic()
+            assert repo.get_incident(incident.id).title == "t"  # type: ignore[union-attr]
+            assert database_reachable(engine) is True
+            assert verify_audit_chain(engine).ok
+            assert time.monotonic() - started < 2
+    finally:
+        engine.dispose()
