@@ -25,13 +25,15 @@ def run_simulate(settings: Settings, file: str, source: str | None, as_json: boo
     except OSError as exc:
         return _fail(f"{file}: cannot read: {exc.strerror or exc}")
     if len(raw) > MAX_PAYLOAD_BYTES:
-        return _fail(f"{file}: {len(raw)} bytes is more than the {MAX_PAYLOAD_BYTES} accepted")
+        return _fail(f"{file}: more than the {MAX_PAYLOAD_BYTES} bytes accepted")
     try:
         body = json.loads(raw)
     except UnicodeDecodeError:
         return _fail(f"{file}: not UTF-8 text")
     except json.JSONDecodeError as exc:
         return _fail(f"{file}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}")
+    except RecursionError:
+        return _fail(f"{file}: JSON nested too deeply")
     try:
         alerts = parse_alerts(body, source)
     except PayloadError as exc:
