@@ -9,80 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from types import FrameType
 
 import sqlalchemy as sa
 import structlog
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import metrics
+from bot.app import create_app
+from bot.domain.playbooks import load_playbooks
 from bot.logging import configure_logging
 from bot.settings import Settings, disabled_features
-from bot.store.db import database_reachable, make_engine, upgrade_database
+from bot.store.db import make_engine, upgrade_database
 
 log = structlog.get_logger("bot.server")
-
-
-def create_app(settings: Settings, engine: sa.Engine) -> Starlette:
-    """The ASGI app. Later features add their routes here."""
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        reachable = await run_in_threadpool(database_reachable, engine)
-        metrics.DATABASE_UP.set(1 if reachable else 0)
-        if not reachable:
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
-        return JSONResponse({"status": "ready", "database": "ok"})
-
-    async def prometheus_metrics(request: Request) -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    return Starlette(
-        middleware=[Middleware(MeasureRequests)],
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", prometheus_metrics, methods=["GET"]),
-        ],
-    )
-
-
-class MeasureRequests:
-    """ASGI middleware: count and time every HTTP request by route template."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
 
 
 def _drained(signum: int, frame: FrameType | None) -> None:
@@ -99,7 +38,13 @@ def run_server(settings: Settings) -> int:
     except sa.exc.SQLAlchemyError as exc:
         log.error("database unavailable at start-up", error=str(exc).splitlines()[0])
         return 1
-    app = create_app(settings, engine)
+    playbooks = load_playbooks([settings.nexus_playbooks], settings.allowed_targets)
+    if playbooks.problems:
+        for problem in playbooks.problems:
+            log.error("invalid playbook", problem=str(problem))
+        log.error("refusing to start with invalid playbooks: run `nexus-bot validate`")
+        return 1
+    app = create_app(settings, engine, playbooks)
     config = uvicorn.Config(
         app,
         host=settings.host,

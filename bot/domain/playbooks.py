@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import bot.actions.catalog  # noqa: F401  (registers the actions)
 from bot.actions.registry import REGISTRY, ActionParams, Target, refusal_for
-from bot.domain.alerts import Alert
+from bot.domain.alerts import Alert, AlertSource
 from bot.domain.procedures import PROCEDURES, Procedure, ProcedureKind
 from bot.domain.templates import TemplateError, parse_template
 from bot.settings import AllowedTargets
@@ -387,12 +387,15 @@ def incident_key(alert: Alert, playbook: Playbook) -> str:
 
     A playbook-defined key groups across sources (an Alertmanager alert and a
     PagerDuty incident about the same thing share a thread); otherwise the
-    Alertmanager group key, PagerDuty incident id or generic key is used.
+    Alertmanager group key (split by playbook, so a broad `group_by` does not
+    put two scenarios in one thread), PagerDuty incident id or generic key.
     """
     if playbook.incident_key is not None:
         rendered = parse_template(playbook.incident_key).render(template_values(alert))
         if not rendered.missing:
             return f"{playbook.id}/{rendered.text}"
+    if alert.source is AlertSource.ALERTMANAGER:
+        return f"alertmanager:{alert.group_key or alert.fingerprint}#{playbook.id}"
     return f"{alert.source.value}:{alert.group_key or alert.fingerprint}"
 
 

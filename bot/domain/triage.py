@@ -63,22 +63,28 @@ def plan_incidents(
         groups.setdefault(incident_key(alert, match.playbook), []).append(
             (alert, match, classification)
         )
-    plans = []
-    for key, members in groups.items():
-        lead_alert, match, _ = members[0]
-        severity = highest([c.severity for _, _, c in members])
-        reason = next(c.reason for _, _, c in members if c.severity is severity)
-        plans.append(
-            IncidentPlan(
-                key=key,
-                title=lead_alert.title,
-                severity=severity,
-                severity_reason=reason,
-                routes=routes_for(severity, lead_alert.source),
-                match=match,
-                alerts=[a for a, _, _ in members],
-                steps=plan_playbook(match.playbook, lead_alert, settings.allowed_targets),
-                ladder=escalation_ladder(severity, settings),
-            )
-        )
-    return plans
+    return [
+        plan_with_playbook([a for a, _, _ in members], members[0][1], settings, key=key)
+        for key, members in groups.items()
+    ]
+
+
+def plan_with_playbook(
+    alerts: list[Alert], match: PlaybookMatch, settings: Settings, key: str | None = None
+) -> IncidentPlan:
+    """Plan one incident for alerts already matched to a playbook (or declared with one)."""
+    lead_alert = alerts[0]
+    classifications = [classify(alert, settings.severity_thresholds) for alert in alerts]
+    severity = highest([c.severity for c in classifications])
+    reason = next(c.reason for c in classifications if c.severity is severity)
+    return IncidentPlan(
+        key=key or incident_key(lead_alert, match.playbook),
+        title=lead_alert.title,
+        severity=severity,
+        severity_reason=reason,
+        routes=routes_for(severity, lead_alert.source),
+        match=match,
+        alerts=alerts,
+        steps=plan_playbook(match.playbook, lead_alert, settings.allowed_targets),
+        ladder=escalation_ladder(severity, settings),
+    )

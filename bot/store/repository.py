@@ -100,6 +100,15 @@ class Repository:
             return postgresql.insert(table)
         return sqlite.insert(table)
 
+    @contextmanager
+    def _joined(self, session: Session | None) -> Iterator[Session]:
+        """The caller's session (its transaction, its commit), or a new transaction."""
+        if session is not None:
+            yield session
+            return
+        with self.session() as own:
+            yield own
+
     def _retry_on_conflict(self, attempt: Callable[[Session], T]) -> T:
         for remaining in reversed(range(_RACE_RETRIES)):
             try:
@@ -211,11 +220,14 @@ class Repository:
         actor: str,
         expected: set[str] | None = None,
         now: datetime | None = None,
+        session: Session | None = None,
     ) -> bool:
         """Compare-and-set the status; True only for the caller that changed it.
 
         With ``expected=None`` any current status other than ``new_status`` is
-        accepted (setting the status it already has is not a change).
+        accepted (setting the status it already has is not a change). Pass
+        ``session`` to make the change part of the caller's transaction (so the
+        Slack messages it causes commit together with it).
         """
         if new_status not in INCIDENT_STATUSES:
             raise ValueError(f"unknown incident status {new_status!r}")
@@ -234,13 +246,22 @@ class Repository:
             else Incident.status != new_status
         )
         stmt = sa.update(Incident).where(Incident.id == number, guard).values(**values)
-        with self.session() as s:
+        with self._joined(session) as s:
             changed = _rowcount(s.execute(stmt.execution_options(synchronize_session=False)))
             if changed != 1:
                 return False
             detail = {"status": new_status, "expected": sorted(expected) if expected else None}
             append_audit(s, actor, f"incident.{new_status}", number, detail, at=now)
             return True
+
+    def claim_slack_thread(self, session: Session, number: int, channel: str) -> bool:
+        """True for the one caller that gets to post this incident's root message."""
+        stmt = (
+            sa.update(Incident)
+            .where(Incident.id == number, Incident.slack_channel.is_(None))
+            .values(slack_channel=channel)
+        )
+        return _rowcount(session.execute(stmt.execution_options(synchronize_session=False))) == 1
 
     def set_slack_root(self, number: int, channel: str, ts: str) -> bool:
         stmt = (
@@ -324,6 +345,15 @@ class Repository:
         )
         with self.session() as s:
             return s.scalar(stmt) is not None
+
+    def delivery_seen(self, source: str, delivery_id: str) -> bool:
+        with self._read() as s:
+            found = s.scalar(
+                sa.select(WebhookDelivery.id).where(
+                    WebhookDelivery.source == source, WebhookDelivery.delivery_id == delivery_id
+                )
+            )
+            return found is not None
 
     # -- remediation -------------------------------------------------------
 

@@ -585,6 +585,7 @@ def test_playbook_incident_key_groups_across_sources() -> None:
     am = alert({"service": "orders-api"})
     pd = alert({"service": "orders-api"}, source=AlertSource.PAGERDUTY)
     assert incident_key(am, playbook) == incident_key(pd, playbook) == "keyed/orders-api"
-    assert incident_key(alert({}), playbook) == "alertmanager:gk"
+    # Without the label, Alertmanager alerts fall back to the group key, split by playbook.
+    assert incident_key(alert({}), playbook) == "alertmanager:gk#keyed"
     with pytest.raises(ValidationError, match="is not a template"):
         Playbook.model_validate({**playbook.model_dump(), "incident_key": "{{ Bad }}"})

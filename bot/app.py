@@ -1,0 +1,137 @@
+"""Composition root: settings → store → adapters → the ASGI app and its background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot import metrics
+from bot.domain.playbooks import LoadedPlaybooks
+from bot.incidents.service import IncidentService, RemediationRequests
+from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook
+from bot.middleware import MeasureRequests
+from bot.settings import Settings
+from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
+from bot.slack.outbox import OutboxWorker
+from bot.store.db import database_reachable
+from bot.store.repository import Repository
+
+log = structlog.get_logger("bot.app")
+
+
+@dataclass
+class Components:
+    repo: Repository
+    service: IncidentService
+    requests: RemediationRequests
+    outbox: OutboxWorker | None
+
+
+def create_app(settings: Settings, engine: sa.Engine, playbooks: LoadedPlaybooks) -> Starlette:
+    repo = Repository(engine)
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    client = AsyncWebClient(token=token, base_url=settings.slack_api_url) if token else None
+    outbox = OutboxWorker(engine, client) if client else None
+    wake = _ThreadSafeWake(outbox.wake if outbox else None)
+    service = IncidentService(settings, repo, playbooks, wake_outbox=wake)
+    requests = RemediationRequests(service)
+    components = Components(repo, service, requests, outbox)
+
+    slack_app = build_slack_app(settings, client, service, requests) if client else None
+    if slack_app is not None and settings.slack_signing_secret is not None:
+        slack_endpoint: Callable[[Request], Awaitable[Response]] = SlackEventsEndpoint(
+            slack_app, settings.slack_signing_secret.get_secret_value(), repo
+        ).handle
+    else:
+        slack_endpoint = not_configured
+    secrets = [s.get_secret_value() for s in settings.pagerduty_webhook_secrets]
+    am_token = (
+        settings.alertmanager_token.get_secret_value() if settings.alertmanager_token else None
+    )
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        reachable = await asyncio.to_thread(database_reachable, engine)
+        metrics.DATABASE_UP.set(1 if reachable else 0)
+        if not reachable:
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ready", "database": "ok"})
+
+    async def prometheus_metrics(request: Request) -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        wake.bind(asyncio.get_running_loop())
+        tasks = []
+        if outbox is not None:
+            tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
+        socket_mode = None
+        if slack_app is not None and settings.slack_app_token is not None:
+            socket_mode = AsyncSocketModeHandler(
+                slack_app,
+                settings.slack_app_token.get_secret_value(),
+                web_client=AsyncWebClient(base_url=settings.slack_api_url),
+            )
+            await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+            log.info("slack socket mode connected")
+        app.state.components = components
+        try:
+            yield
+        finally:
+            if socket_mode is not None:
+                await socket_mode.close_async()  # type: ignore[no-untyped-call]
+            if outbox is not None:
+                await outbox.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return Starlette(
+        middleware=[Middleware(MeasureRequests)],
+        lifespan=lifespan,
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", prometheus_metrics, methods=["GET"]),
+            Route("/slack/events", slack_endpoint, methods=["POST"]),
+            Route(
+                "/webhooks/pagerduty", PagerDutyWebhook(service, secrets).handle, methods=["POST"]
+            ),
+            Route(
+                "/webhooks/alertmanager",
+                AlertmanagerWebhook(service, am_token).handle,
+                methods=["POST"],
+            ),
+        ],
+    )
+
+
+class _ThreadSafeWake:
+    """Service code runs in worker threads; the outbox's wake-up lives on the event loop."""
+
+    def __init__(self, wake: Callable[[], None] | None) -> None:
+        self.wake = wake
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def __call__(self) -> None:
+        if self.wake is not None and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.wake)

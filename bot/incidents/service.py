@@ -1,0 +1,360 @@
+"""Incidents: from alerts and clicks to stored state and Slack messages.
+
+Every state change and the Slack messages it causes commit in one
+transaction (the outbox is a table), so a crash loses neither. Handlers are
+synchronous; the async web layer calls them in a worker thread.
+
+One thread per incident: the first caller to claim the incident's Slack
+thread (a compare-and-set on the incident row) enqueues the root message and
+the playbook; everyone after it only edits the root and replies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session
+
+from bot.domain.alerts import Alert, AlertSource, AlertStatus
+from bot.domain.playbooks import LoadedPlaybooks, PlaybookMatch, plan_playbook, plan_step
+from bot.domain.routing import classify
+from bot.domain.triage import IncidentPlan, plan_incidents, plan_with_playbook
+from bot.incidents.views import incident_view, root_message
+from bot.settings import Settings
+from bot.slack.blocks import escape, playbook_blocks, to_json
+from bot.slack.outbox import enqueue_root_post, enqueue_root_update, enqueue_thread_reply
+from bot.store.models import EscalationStep, Incident, utcnow
+from bot.store.repository import AlertRecord, Repository
+
+log = structlog.get_logger("bot.incidents")
+
+# Which statuses each transition may start from (compare-and-set guards).
+TRANSITIONS: dict[str, set[str]] = {
+    "acknowledged": {"triggered"},
+    "resolved": {"triggered", "acknowledged"},
+    "triggered": {"acknowledged", "resolved"},
+}
+
+
+@dataclass
+class Outcome:
+    """What a handler did: for the HTTP answer, the command reply and the tests."""
+
+    incidents: list[int] = field(default_factory=list)
+    opened: list[int] = field(default_factory=list)
+    new_alerts: int = 0
+    changed: bool = False
+    message: str = ""
+
+
+class IncidentService:
+    def __init__(
+        self,
+        settings: Settings,
+        repo: Repository,
+        playbooks: LoadedPlaybooks,
+        wake_outbox: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.playbooks = playbooks
+        self.wake_outbox = wake_outbox
+        self.channel = settings.nexus_incident_channel
+
+    # -- alerts ----------------------------------------------------------------
+
+    def ingest_alerts(self, alerts: list[Alert]) -> Outcome:
+        """Store a batch durably (before the caller answers) and update Slack."""
+        outcome = Outcome()
+        for plan in plan_incidents(alerts, self.playbooks.playbooks, self.settings):
+            self._apply_plan(plan, outcome)
+        self.wake_outbox()
+        return outcome
+
+    def declare(self, title: str, actor: str, playbook_id: str | None = None) -> Outcome:
+        """`/incident declare`: open an incident and its thread exactly as an alert would."""
+        alert = Alert(
+            source=AlertSource.SLACK,
+            fingerprint=uuid.uuid4().hex[:16],
+            title=title,
+            labels={"declared_by": actor},
+            group_key=f"declared-{uuid.uuid4().hex[:12]}",
+            starts_at=utcnow(),
+        )
+        if playbook_id is None:
+            plan = plan_incidents([alert], self.playbooks.playbooks, self.settings)[0]
+        else:
+            playbook = self.playbooks.get(playbook_id)
+            if playbook is None:
+                known = ", ".join(p.id for p in self.playbooks.playbooks)
+                return Outcome(message=f"Unknown playbook `{playbook_id}`. Known: {known}")
+            match = PlaybookMatch(playbook, f"declared with --playbook {playbook_id}")
+            plan = plan_with_playbook([alert], match, self.settings)
+        outcome = Outcome()
+        self._apply_plan(plan, outcome, actor=actor)
+        self.wake_outbox()
+        return outcome
+
+    def _apply_plan(self, plan: IncidentPlan, outcome: Outcome, actor: str | None = None) -> None:
+        lead = plan.alerts[0]
+        from_pagerduty = lead.source is AlertSource.PAGERDUTY
+        incident, created = self.repo.open_incident(
+            key=plan.key,
+            source=lead.source.value,
+            title=plan.title,
+            severity=plan.severity.value,
+            playbook_id=plan.playbook.id,
+            labels={**lead.annotations, **lead.labels},
+            pagerduty_incident_id=lead.pagerduty_incident_id,
+            pagerduty_url=lead.url if from_pagerduty else None,
+        )
+        outcome.incidents.append(incident.id)
+        if created:
+            outcome.opened.append(incident.id)
+        outcome.new_alerts += self.repo.record_alerts(
+            incident.id, [self._record(a) for a in plan.alerts]
+        )
+        with self.repo.session() as s:
+            if self._open_thread(s, incident.id, plan, actor):
+                return
+            firing = self.repo.alert_counts(incident.id).get("firing", 0)
+            if not from_pagerduty and firing == 0:
+                self._transition(
+                    s,
+                    incident.id,
+                    "resolved",
+                    lead.source.value,
+                    ":white_check_mark: All alerts resolved.",
+                )
+            elif not from_pagerduty and incident.status == "resolved" and not created:
+                self._reply(s, incident.id, ":rotating_light: Alerts are firing again: reopened.")
+            self._refresh_root(s, incident.id)
+
+    def _record(self, alert: Alert) -> AlertRecord:
+        return AlertRecord(
+            source=alert.source.value,
+            fingerprint=alert.fingerprint,
+            status=alert.status.value,
+            severity=classify(alert, self.settings.severity_thresholds).severity.value,
+            title=alert.title,
+            labels=dict(alert.labels),
+            annotations=dict(alert.annotations),
+            starts_at=alert.starts_at or utcnow(),
+            ends_at=alert.ends_at,
+        )
+
+    def _open_thread(self, s: Session, number: int, plan: IncidentPlan, actor: str | None) -> bool:
+        """Enqueue the root and the playbook, once per incident. False if already done."""
+        if self.channel is None or not self.repo.claim_slack_thread(s, number, self.channel):
+            return False
+        incident = s.get(Incident, number)
+        assert incident is not None
+        view = incident_view(
+            incident, self.playbooks, self.settings, self.repo.alert_counts(number)
+        )
+        text, blocks = root_message(view)
+        enqueue_root_post(s, number, self.channel, text, blocks)
+        steps = plan_playbook(plan.playbook, plan.alerts[0], self.settings.allowed_targets)
+        intro = (
+            f"Playbook `{plan.playbook.id}` ({escape(plan.match.explanation)}). "
+            f"Severity *{plan.severity.value}*: {escape(plan.severity_reason)}. "
+            f"Routes: {', '.join(r.value for r in plan.routes)}."
+        )
+        if actor:
+            intro = f"Declared by <@{actor}>. {intro}"
+        enqueue_thread_reply(s, number, self.channel, intro)
+        enqueue_thread_reply(
+            s,
+            number,
+            self.channel,
+            f"Playbook: {plan.playbook.title}",
+            to_json(playbook_blocks(plan.playbook, steps, number)),
+        )
+        return True
+
+    # -- status changes --------------------------------------------------------
+
+    def acknowledge(self, number: int, actor: str, note: str | None = None) -> Outcome:
+        text = note or f":eyes: Acknowledged by {_who(actor)}."
+        return self.change_status(number, "acknowledged", actor, text)
+
+    def resolve(self, number: int, actor: str, note: str | None = None) -> Outcome:
+        text = note or f":white_check_mark: Resolved by {_who(actor)}."
+        return self.change_status(number, "resolved", actor, text)
+
+    def change_status(self, number: int, status: str, actor: str, reply: str) -> Outcome:
+        """Compare-and-set the status; on success edit the root and reply in the thread."""
+        incident = self.repo.get_incident(number)
+        if incident is None:
+            return Outcome(message=f"There is no incident #{number}.")
+        with self.repo.session() as s:
+            changed = self._transition(s, number, status, actor, reply)
+            if changed:
+                self._refresh_root(s, number)
+        self.wake_outbox()
+        if not changed:
+            current = self.repo.get_incident(number)
+            state = current.status if current else "gone"
+            return Outcome(incidents=[number], message=f"Incident #{number} is already {state}.")
+        return Outcome(
+            incidents=[number], changed=True, message=f"Incident #{number} is now {status}."
+        )
+
+    def escalate(self, number: int, actor: str, to_level: int | None = None) -> Outcome:
+        """Escalate by hand: one level up, or to `to_level` (restarting the ladder if lower)."""
+        incident = self.repo.get_incident(number)
+        if incident is None:
+            return Outcome(message=f"There is no incident #{number}.")
+        if incident.status == "resolved":
+            return Outcome(message=f"Incident #{number} is resolved; nothing to escalate.")
+        current = incident.escalation_level
+        target = to_level if to_level is not None else current + 1
+        if target > 4:
+            return Outcome(message=f"Incident #{number} is already at level 4 (Executive).")
+        with self.repo.session() as s:
+            epoch = (
+                s.scalar(
+                    sa.select(sa.func.coalesce(sa.func.max(EscalationStep.epoch), 0)).where(
+                        EscalationStep.incident_id == number
+                    )
+                )
+                or 0
+            )
+        if target <= current:
+            epoch += 1  # climbing again from a lower level is a new round of the ladder
+        level = self.settings.escalation.levels[target - 1]
+        if not self.repo.record_escalation_step(
+            number, target, actor, epoch=epoch, reason=f"escalated by {actor}"
+        ):
+            return Outcome(incidents=[number], message=f"Level {target} was just reached.")
+        people = " ".join(
+            _who(p) if p.startswith(("U", "W")) else f"<!subteam^{p}>" for p in level.slack
+        )
+        self.note(
+            number,
+            f":arrow_up: *Level {target} — {escape(level.role)}*: escalated by {_who(actor)}."
+            + (f" {people}" if people else ""),
+            refresh_root=True,
+        )
+        return Outcome(
+            incidents=[number],
+            changed=True,
+            message=f"Incident #{number} escalated to level {target} ({level.role}).",
+        )
+
+    def note(self, number: int, text: str, refresh_root: bool = False) -> None:
+        """A thread reply (and optionally a root refresh) without a status change."""
+        with self.repo.session() as s:
+            self._reply(s, number, text)
+            if refresh_root:
+                self._refresh_root(s, number)
+        self.wake_outbox()
+
+    def _transition(self, s: Session, number: int, status: str, actor: str, reply: str) -> bool:
+        changed = self.repo.set_incident_status(
+            number, status, actor, expected=TRANSITIONS[status], session=s
+        )
+        if changed:
+            self._reply(s, number, reply)
+        return changed
+
+    # -- Slack helpers ---------------------------------------------------------
+
+    def _refresh_root(self, s: Session, number: int) -> None:
+        incident = s.get(Incident, number, populate_existing=True)
+        if incident is None or incident.slack_channel is None:
+            return
+        counts = self.repo.alert_counts(number)
+        text, blocks = root_message(incident_view(incident, self.playbooks, self.settings, counts))
+        enqueue_root_update(s, number, incident.slack_channel, text, blocks)
+
+    def _reply(self, s: Session, number: int, text: str) -> None:
+        incident = s.get(Incident, number, populate_existing=True)
+        if incident is not None and incident.slack_channel is not None:
+            enqueue_thread_reply(s, number, incident.slack_channel, text)
+
+
+def _who(actor: str) -> str:
+    """Slack user IDs become mentions; anything else (PagerDuty names) is escaped text."""
+    if actor[:1] in ("U", "W") and actor.isalnum():
+        return f"<@{actor}>"
+    return escape(actor)
+
+
+__all__ = ["AlertStatus", "IncidentService", "Outcome"]
+
+
+class RemediationRequests:
+    """Turn a playbook button click into a recorded, audited remediation request.
+
+    Running it needs a second, different, authorised person (the approval
+    flow); this class only records the request and answers in the thread.
+    """
+
+    def __init__(self, service: IncidentService, ttl_seconds: int = 900) -> None:
+        self.service = service
+        self.ttl_seconds = ttl_seconds
+
+    def request(self, number: int, playbook_id: str, step_id: str, actor: str) -> Outcome:
+        repo, settings = self.service.repo, self.service.settings
+        incident = repo.get_incident(number)
+        if incident is None:
+            return Outcome(message=f"There is no incident #{number}.")
+        if incident.status == "resolved":
+            return Outcome(message=f"Incident #{number} is resolved; nothing to remediate.")
+        playbook = self.service.playbooks.get(playbook_id)
+        step = playbook.step(step_id) if playbook else None
+        if playbook is None or step is None or step.action is None:
+            return Outcome(message=f"`{playbook_id}` has no runnable step `{step_id}`.")
+        planned = plan_step(step, incident.labels or {}, settings.allowed_targets)
+        if planned.refusal:
+            repo.audit(
+                actor,
+                "remediation.refused",
+                number,
+                {"playbook": playbook_id, "step": step_id, "reason": planned.refusal},
+            )
+            self.service.note(
+                number,
+                f":no_entry: {_who(actor)} asked for *{escape(step.title)}*: "
+                f"refused, {escape(planned.refusal)}.",
+            )
+            return Outcome(incidents=[number], message=f"Refused: {planned.refusal}")
+        request, created = repo.create_remediation_request(
+            incident_id=number,
+            playbook_id=playbook_id,
+            step_id=step_id,
+            action=step.action,
+            params=planned.params,
+            requested_by=actor,
+            expires_at=utcnow() + timedelta(seconds=self.ttl_seconds),
+            # One open request per step: a double click or a second person asks for the same one.
+            idempotency_key=f"incident:{number}:step:{step_id}:open",
+        )
+        if not created:
+            return Outcome(
+                incidents=[number],
+                message=f"*{step.title}* is already requested (request #{request.id}, "
+                f"{request.state}, by <@{request.requested_by}>).",
+            )
+        what = planned.description or step.title
+        needs = ""
+        if planned.missing or planned.invalid:
+            fields = ", ".join(planned.missing or planned.invalid)
+            needs = f"\nTo be filled in before approval: {fields}."
+        self.service.note(
+            number,
+            f":raised_hand: {_who(actor)} requests remediation #{request.id}: "
+            f"*{escape(step.title)}*\n> {escape(what)}{escape(needs)}\n"
+            "It runs only when a second, different, authorised person approves it.",
+        )
+        return Outcome(
+            incidents=[number],
+            changed=True,
+            message=f"Requested #{request.id}: {what}. Waiting for approval.",
+        )

@@ -1,0 +1,36 @@
+"""Render an incident's Slack messages from its stored state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.domain.playbooks import GENERIC_TRIAGE, LoadedPlaybooks
+from bot.settings import Settings
+from bot.slack.blocks import IncidentView, root_blocks, root_text, to_json
+from bot.store.models import Incident
+
+
+def incident_view(
+    incident: Incident, playbooks: LoadedPlaybooks, settings: Settings, counts: dict[str, int]
+) -> IncidentView:
+    playbook = playbooks.get(incident.playbook_id) or GENERIC_TRIAGE
+    levels = {level.level: level.role for level in settings.escalation.levels}
+    labels = incident.labels or {}
+    return IncidentView(
+        number=incident.id,
+        title=incident.title,
+        severity=incident.severity,
+        status=incident.status,
+        playbook_id=playbook.id,
+        playbook_title=playbook.title,
+        escalation_level=incident.escalation_level,
+        escalation_role=levels.get(incident.escalation_level),
+        service=labels.get("service"),
+        pagerduty_url=incident.pagerduty_url,
+        firing=counts.get("firing", 0),
+        resolved=counts.get("resolved", 0),
+    )
+
+
+def root_message(view: IncidentView) -> tuple[str, list[dict[str, Any]]]:
+    return root_text(view), to_json(root_blocks(view))

@@ -1,0 +1,228 @@
+"""Bolt listeners: the `/incident` command, root and playbook buttons, @mentions.
+
+Every listener acknowledges first (Slack wants an answer within 3 s) and
+then does the work in a worker thread: database calls are synchronous.
+Effects are idempotent in the database, so a retried or doubled request
+changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import structlog
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.incidents.service import IncidentService, Outcome, RemediationRequests
+from bot.slack.blocks import (
+    ACTION_ACKNOWLEDGE,
+    ACTION_REQUEST_REMEDIATION,
+    ACTION_RESOLVE,
+    escape,
+    playbook_blocks,
+    to_json,
+)
+from bot.slack.commands import HELP, CommandError, IncidentCommand, parse_incident_command
+from bot.store.models import Incident
+
+log = structlog.get_logger("bot.slack")
+MENTION = re.compile(r"<@[A-Z0-9]+>")
+
+
+def register_listeners(
+    app: AsyncApp, service: IncidentService, requests: RemediationRequests
+) -> None:
+    commands = CommandRunner(service)
+
+    @app.command("/incident")
+    async def incident_command(
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        structlog.contextvars.bind_contextvars(user=command.get("user_id"), command="/incident")
+        try:
+            parsed = parse_incident_command(command.get("text", ""))
+        except CommandError as exc:
+            await ack(text=f":warning: {exc}\n\n{HELP}", response_type="ephemeral")
+            return
+        root = command.get("thread_ts")  # not sent by Slack today; honoured if it ever is
+        if parsed.verb == "declare":
+            await ack(text=f"Declaring *{escape(parsed.title or '')}*…", response_type="ephemeral")
+            answer = await asyncio.to_thread(
+                commands.run, parsed, command["user_id"], command.get("channel_id"), root
+            )
+            await respond(text=answer, response_type="ephemeral", replace_original=False)
+            return
+        answer = await asyncio.to_thread(
+            commands.run, parsed, command["user_id"], command.get("channel_id"), root
+        )
+        await ack(text=answer, response_type="ephemeral")
+
+    @app.event("app_mention")
+    async def mentioned(event: dict[str, Any], client: AsyncWebClient) -> None:
+        text = MENTION.sub("", event.get("text", "")).strip()
+        user, channel = event.get("user", ""), event.get("channel", "")
+        try:
+            parsed = parse_incident_command(text)
+        except CommandError as exc:
+            answer = f":warning: {exc}\n\n{HELP}"
+        else:
+            answer = await asyncio.to_thread(
+                commands.run, parsed, user, channel, event.get("thread_ts")
+            )
+        await client.chat_postEphemeral(
+            channel=channel, user=user, text=answer, thread_ts=event.get("thread_ts")
+        )
+
+    @app.action(ACTION_ACKNOWLEDGE)
+    async def acknowledge(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        number = _incident_number(body)
+        if number is not None:
+            outcome = await asyncio.to_thread(service.acknowledge, number, body["user"]["id"])
+            await _tell_if_unchanged(respond, outcome)
+
+    @app.action(ACTION_RESOLVE)
+    async def resolve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        number = _incident_number(body)
+        if number is not None:
+            outcome = await asyncio.to_thread(service.resolve, number, body["user"]["id"])
+            await _tell_if_unchanged(respond, outcome)
+
+    @app.action(re.compile(rf"^{re.escape(ACTION_REQUEST_REMEDIATION)}\..+$"))
+    async def request_remediation(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await ack()
+        value = _button_value(body)
+        number = _incident_number(body)
+        playbook_id, step_id = str(value.get("p", "")), str(value.get("s", ""))
+        if number is None or not playbook_id or not step_id:
+            await respond(
+                text="That button is not attached to an incident.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        outcome = await asyncio.to_thread(
+            requests.request, number, playbook_id, step_id, body["user"]["id"]
+        )
+        await respond(text=outcome.message, response_type="ephemeral", replace_original=False)
+
+
+async def _tell_if_unchanged(respond: AsyncRespond, outcome: Outcome) -> None:
+    if not outcome.changed:
+        await respond(text=outcome.message, response_type="ephemeral", replace_original=False)
+
+
+def _button_value(body: dict[str, Any]) -> dict[str, Any]:
+    actions = body.get("actions") or [{}]
+    try:
+        value = json.loads(actions[0].get("value") or "{}")
+    except (json.JSONDecodeError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _incident_number(body: dict[str, Any]) -> int | None:
+    number = _button_value(body).get("i")
+    return number if isinstance(number, int) and number > 0 else None
+
+
+class CommandRunner:
+    """Runs a parsed `/incident` command and returns the text to show the user."""
+
+    def __init__(self, service: IncidentService) -> None:
+        self.service = service
+
+    def run(
+        self, command: IncidentCommand, user: str, channel: str | None, thread_ts: str | None
+    ) -> str:
+        repo = self.service.repo
+        if command.verb == "help":
+            return HELP
+        if command.verb == "list":
+            return self._list()
+        if command.verb == "playbook":
+            return self._playbook(command.playbook or "")
+        if command.verb == "declare":
+            outcome = self.service.declare(command.title or "", user, command.playbook)
+            if not outcome.incidents:
+                return outcome.message
+            return f"Opened incident #{outcome.incidents[0]}: {escape(command.title or '')}"
+        number = command.incident
+        if number is None and channel and thread_ts:
+            incident = repo.get_incident_by_root(channel, thread_ts)
+            number = incident.id if incident else None
+        if number is None:
+            return (
+                f"Which incident? Use `/incident {command.verb} <number>` (see `/incident list`)."
+            )
+        incident = repo.get_incident(number)
+        if incident is None:
+            return f"There is no incident #{number}."
+        if command.verb == "status":
+            return self._status(incident)
+        if command.verb == "ack":
+            return self.service.acknowledge(number, user).message
+        if command.verb == "resolve":
+            return self.service.resolve(number, user).message
+        if command.verb == "escalate":
+            return self.service.escalate(number, user, command.level).message
+        return self._timeline(incident)
+
+    def _list(self) -> str:
+        incidents = self.service.repo.list_open_incidents(limit=20)
+        if not incidents:
+            return "No open incidents."
+        lines = [
+            f"• #{i.id} *{i.severity}* {i.status} — {escape(i.title)} "
+            f"(`{i.playbook_id}`, level {i.escalation_level})"
+            for i in incidents
+        ]
+        return "*Open incidents*\n" + "\n".join(lines)
+
+    def _status(self, incident: Incident) -> str:
+        counts = self.service.repo.alert_counts(incident.id)
+        ack = (
+            f", acknowledged by {escape(incident.acknowledged_by or '')}"
+            if incident.acknowledged_by
+            else ""
+        )
+        return (
+            f"*#{incident.id} {escape(incident.title)}*\n"
+            f"{incident.severity}, {incident.status}{ack}; "
+            f"escalation level {incident.escalation_level}; "
+            f"playbook `{incident.playbook_id}`; alerts {counts.get('firing', 0)} firing, "
+            f"{counts.get('resolved', 0)} resolved; opened {incident.created_at:%Y-%m-%d %H:%M} UTC"
+        )
+
+    def _timeline(self, incident: Incident) -> str:
+        entries = self.service.repo.timeline(incident.id)
+        lines = [
+            f"• {entry.at:%H:%M:%S} {escape(entry.actor)} — {entry.action}"
+            for entry in entries[-40:]
+        ]
+        return f"*Timeline of #{incident.id}*\n" + ("\n".join(lines) or "nothing yet")
+
+    def _playbook(self, playbook_id: str) -> str:
+        playbook = self.service.playbooks.get(playbook_id)
+        if playbook is None:
+            known = ", ".join(f"`{p.id}`" for p in self.service.playbooks.playbooks)
+            return f"Unknown playbook `{escape(playbook_id)}`. Known: {known}"
+        steps = "\n".join(
+            f"{n}. {escape(s.title)}"
+            + (f" — `{s.action}`" if s.action else f" — `{escape(s.manual or '')}`")
+            for n, s in enumerate(playbook.rollback, 1)
+        )
+        return (
+            f"*{escape(playbook.title)}* (`{playbook.id}`): {playbook.risk_level.value} risk, "
+            f"{playbook.procedure_steps.title.lower()}\n{escape(playbook.description)}\n{steps}"
+        )
+
+
+__all__ = ["CommandRunner", "playbook_blocks", "register_listeners", "to_json"]

@@ -1,0 +1,209 @@
+"""Run `nexus-bot serve` as a real process; talk to it as Slack, PagerDuty and Alertmanager do."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+PAGERDUTY_SECRET = "pd-webhook-secret-for-tests"
+ALERTMANAGER_TOKEN = "am-token-for-tests-0123456789"
+CHANNEL = "C0INCIDENTS"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BotProcess:
+    """A `nexus-bot serve` subprocess on a free port."""
+
+    def __init__(self, database_url: str, slack_url: str, slack_token: str, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "NEXUS_CONFIG": str(REPO_ROOT / "config" / "nexus.yaml"),
+            "NEXUS_PLAYBOOKS": str(REPO_ROOT / "playbooks"),
+            "SLACK_BOT_TOKEN": slack_token,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack_url,
+            "NEXUS_INCIDENT_CHANNEL": CHANNEL,
+            "PAGERDUTY_WEBHOOK_SECRETS": f"old-rotated-secret,{PAGERDUTY_SECRET}",
+            "ALERTMANAGER_TOKEN": ALERTMANAGER_TOKEN,
+            **env,
+        }
+        self.proc: subprocess.Popen[str] | None = None
+        self.stderr = ""
+
+    def start(self) -> BotProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"bot exited: {self.proc.communicate()[1]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError("bot did not become healthy")
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, self.stderr = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, self.stderr = self.proc.communicate()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=10)
+
+    # -- senders -------------------------------------------------------------
+
+    def pagerduty(
+        self,
+        payload: dict[str, Any] | bytes,
+        *,
+        webhook_id: str | None = None,
+        secret: str = PAGERDUTY_SECRET,
+        signature: str | None = None,
+    ) -> httpx.Response:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = {
+            "content-type": "application/json",
+            # Two signatures as during a rotation: one stale, one good.
+            "x-pagerduty-signature": (
+                signature if signature is not None else f"v1={'0' * 64},v1={digest}"
+            ),
+        }
+        if webhook_id:
+            headers["x-webhook-id"] = webhook_id
+        return httpx.post(
+            f"{self.url}/webhooks/pagerduty", content=body, headers=headers, timeout=10
+        )
+
+    def alertmanager(
+        self, payload: dict[str, Any] | bytes, *, token: str | None = ALERTMANAGER_TOKEN
+    ) -> httpx.Response:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        return httpx.post(
+            f"{self.url}/webhooks/alertmanager", content=body, headers=headers, timeout=10
+        )
+
+    def slack(
+        self,
+        form: dict[str, str] | None = None,
+        *,
+        json_body: dict[str, Any] | None = None,
+        raw: bytes | None = None,
+        content_type: str | None = None,
+        timestamp: int | None = None,
+        secret: str = SIGNING_SECRET,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        if raw is not None:
+            body = raw
+        elif json_body is not None:
+            body = json.dumps(json_body).encode()
+        else:
+            body = urlencode(form or {}).encode()
+        ctype = content_type or (
+            "application/json" if json_body is not None else "application/x-www-form-urlencoded"
+        )
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        base = f"v0:{ts}:".encode() + body
+        signature = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+        all_headers = {
+            "content-type": ctype,
+            "x-slack-request-timestamp": ts,
+            "x-slack-signature": signature,
+            **(headers or {}),
+        }
+        return httpx.post(f"{self.url}/slack/events", content=body, headers=all_headers, timeout=10)
+
+    def command(
+        self, text: str, *, user: str = "U0ALICE", response_url: str = "", **extra: str
+    ) -> httpx.Response:
+        return self.slack(
+            {
+                "command": "/incident",
+                "text": text,
+                "user_id": user,
+                "user_name": user.lower(),
+                "channel_id": CHANNEL,
+                "team_id": "T0FAKE000",
+                "response_url": response_url,
+                "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+                **extra,
+            }
+        )
+
+    def click(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        user: str = "U0ALICE",
+        message_ts: str = "1.1",
+        response_url: str = "",
+    ) -> httpx.Response:
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE000"},
+            "team": {"id": "T0FAKE000", "domain": "nexus"},
+            "api_app_id": "A0NEXUS",
+            "token": "legacy-verification-token",
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": CHANNEL},
+            "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+            "channel": {"id": CHANNEL, "name": "incidents"},
+            "message": {"ts": message_ts, "text": "incident"},
+            "response_url": response_url,
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": "b1",
+                    "value": value,
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+        return self.slack({"payload": json.dumps(payload)})
