@@ -44,7 +44,12 @@ def create_app(settings: Settings, engine: sa.Engine, playbooks: LoadedPlaybooks
     repo = Repository(engine)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url) if token else None
-    outbox = OutboxWorker(engine, client) if client else None
+    lease = settings.outbox_lease_seconds
+    outbox = (
+        OutboxWorker(engine, client, lease_seconds=lease, call_timeout=min(30.0, lease / 2))
+        if client
+        else None
+    )
     wake = _ThreadSafeWake(outbox.wake if outbox else None)
     service = IncidentService(settings, repo, playbooks, wake_outbox=wake)
     requests = RemediationRequests(service)

@@ -227,6 +227,10 @@ class Settings(BaseSettings):
 
     kubeconfig: str | None = None
 
+    # How long an outbox delivery is claimed: after a crash, a message whose
+    # fate is unknown is retried once this has passed. Slack calls time out sooner.
+    outbox_lease_seconds: float = Field(60.0, ge=2, le=3600)
+
     smtp_url: SecretStr | None = None
     smtp_from: str = "nexus-bot@localhost"
 
