@@ -765,6 +765,7 @@ class OutboxWorker:
                     .values(
                         slack_channel=success.channel or claimed.kwargs["channel"],
                         slack_root_ts=success.ts,
+                        updated_at=now,
                     )
                 )
         OUTBOX_DELIVERY_SECONDS.observe(max(0.0, (now - claimed.created_at).total_seconds()))

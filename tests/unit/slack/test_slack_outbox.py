@@ -1,0 +1,413 @@
+"""The outbox against the fake Slack over HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+from fakes.slack import FakeSlack
+from outbox_support import (
+    all_done,
+    incident_row,
+    make_worker,
+    outbox_rows,
+    running,
+    section,
+    slack_client,
+)
+
+from bot.slack.outbox import (
+    OutboxWorker,
+    enqueue_message,
+    enqueue_root_post,
+    enqueue_root_update,
+    enqueue_thread_reply,
+)
+from bot.store.db import make_engine
+from bot.store.repository import Repository
+
+
+def assert_each_once(slack: FakeSlack, expected: list[str]) -> None:
+    counts = Counter(slack.texts())
+    assert counts == Counter(expected), counts
+
+
+async def drain(worker: OutboxWorker, engine: sa.Engine, within: float = 10) -> None:
+    """Call deliver_due until nothing is pending (sleeping through pacing/backoff)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not all_done(engine):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("outbox not drained")
+        if not await worker.deliver_due():
+            await asyncio.sleep(0.02)
+
+
+# -- threads and ordering ------------------------------------------------------
+
+
+async def test_root_then_replies_land_in_order_in_one_thread(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    slack.post_rate, slack.post_burst = 20, 5
+    incident = new_incident()
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "root", section("root"))
+        for i in range(3):
+            enqueue_thread_reply(s, incident, "C1", f"reply {i}")
+
+    async with running(make_worker(engine, slack, rate_per_channel=20, burst=3)):
+        await slack.wait_for_async(lambda: len(slack.messages("C1")) == 4)
+
+    (root,) = slack.roots("C1")
+    assert root.text == "root"
+    assert root.blocks == section("root")
+    assert [m.text for m in slack.thread("C1", root.ts)] == ["reply 0", "reply 1", "reply 2"]
+    stored = incident_row(engine, incident)
+    assert (stored.slack_channel, stored.slack_root_ts) == ("C1", root.ts)
+    rows = outbox_rows(engine)
+    assert [r.state for r in rows] == ["sent"] * 4
+    assert [r.attempts for r in rows] == [1] * 4
+    assert all(r.result_ts for r in rows)
+
+
+async def test_reply_enqueued_before_the_root_waits_without_blocking_others(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    waiting, other = new_incident(), new_incident()
+    with repo.session() as s:
+        # The channel may be unknown until the root is posted.
+        enqueue_thread_reply(s, waiting, None, "early reply")
+    with repo.session() as s:
+        enqueue_root_post(s, other, "C2", "other root", section("other"))
+        enqueue_thread_reply(s, other, "C2", "other reply")
+
+    worker = make_worker(engine, slack)
+    for _ in range(3):
+        await worker.deliver_due()
+    assert slack.texts("C2") == ["other root", "other reply"]
+    early = next(r for r in outbox_rows(engine) if r.payload["text"] == "early reply")
+    assert (early.state, early.attempts, early.last_error) == ("pending", 0, None)
+
+    with repo.session() as s:
+        enqueue_root_post(s, waiting, "C1", "late root", section("late"))
+    await drain(worker, engine)
+
+    (root,) = slack.roots("C1")
+    assert root.text == "late root"
+    assert [m.text for m in slack.thread("C1", root.ts)] == ["early reply"]
+    assert slack.ratelimited_count == 0
+
+
+# -- coalescing ----------------------------------------------------------------
+
+
+async def test_quick_root_updates_are_coalesced_and_the_last_one_wins(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    incident = new_incident()
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "v-root", section("v-root"))
+    async with running(make_worker(engine, slack)):
+        await slack.wait_for_async(lambda: slack.roots("C1"))
+        for i in range(10):  # ten state changes, ten transactions
+            with repo.session() as s:
+                enqueue_root_update(s, incident, "C1", f"v{i}", section(f"v{i}"))
+        await slack.wait_for_async(lambda: slack.roots("C1")[0].text == "v9" and all_done(engine))
+
+    (root,) = slack.roots("C1")
+    assert root.blocks == section("v9")
+    assert 1 <= len(slack.calls("chat.update")) <= 2
+    assert root.edit_count == len(slack.calls("chat.update"))
+    assert slack.ratelimited_count == 0
+
+
+async def test_updates_coalesce_into_a_pending_root_post(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    incident = new_incident()
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "v0", section("v0"))
+    for i in range(1, 6):
+        with repo.session() as s:
+            enqueue_root_update(s, incident, "C1", f"v{i}", section(f"v{i}"))
+    assert len(outbox_rows(engine)) == 1
+
+    await drain(make_worker(engine, slack), engine)
+
+    (root,) = slack.roots("C1")
+    assert (root.text, root.blocks, root.edit_count) == ("v5", section("v5"), 0)
+    assert slack.calls("chat.update") == []
+
+
+async def test_update_after_the_root_was_claimed_gets_its_own_row(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    incident = new_incident()
+    slack.hold_next(1, method="chat.postMessage")  # the root post is in flight...
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "v0", section("v0"))
+    async with running(make_worker(engine, slack)):
+        await slack.wait_for_async(lambda: slack.held_count == 1)
+        with repo.session() as s:  # ...so this must not touch its payload
+            enqueue_root_update(s, incident, "C1", "v1", section("v1"))
+        assert [r.method for r in outbox_rows(engine)] == ["chat.postMessage", "chat.update"]
+        slack.release()
+        await slack.wait_for_async(lambda: all_done(engine))
+
+    (root,) = slack.roots("C1")
+    assert (root.text, root.edit_count) == ("v1", 1)
+    assert root.edits == [{"text": "v0", "blocks": section("v0")}]
+
+
+# -- durability of the enqueue --------------------------------------------------
+
+
+async def test_enqueue_is_part_of_the_callers_transaction(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack
+) -> None:
+    with pytest.raises(RuntimeError), repo.session() as s:
+        enqueue_message(s, "C1", "never")
+        raise RuntimeError("the state change failed")
+    assert outbox_rows(engine) == []
+    assert await make_worker(engine, slack).deliver_due() == 0
+    assert slack.calls() == []
+
+
+async def test_commit_wakes_a_worker_in_this_process(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack
+) -> None:
+    def enqueue() -> None:  # as the app does: a repository call in a worker thread
+        with repo.session() as s:
+            enqueue_message(s, "C1", "fast")
+
+    async with running(make_worker(engine, slack, poll_interval=30)):
+        await asyncio.sleep(0.2)  # the worker is idle, sleeping for 30 s
+        started = asyncio.get_running_loop().time()
+        await asyncio.to_thread(enqueue)
+        await slack.wait_for_async(lambda: slack.texts("C1") == ["fast"], timeout=3)
+        assert asyncio.get_running_loop().time() - started < 2
+
+
+# -- failures ------------------------------------------------------------------
+
+
+async def test_server_errors_then_rate_limits_still_deliver_each_message_once(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    slack.post_rate, slack.post_burst = 20, 5
+    slack.fail_next(5)
+    slack.rate_limit_next(3, retry_after=1)
+    incident = new_incident()
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "root", section("root"))
+        enqueue_thread_reply(s, incident, "C1", "reply 1")
+        enqueue_thread_reply(s, incident, "C1", "reply 2")
+        for i in range(3):
+            enqueue_message(s, "C2", f"loose {i}")
+
+    async with running(make_worker(engine, slack, rate_per_channel=20, burst=3)):
+        await slack.wait_for_async(lambda: len(slack.messages()) == 6, timeout=20)
+        await slack.wait_for_async(lambda: all_done(engine))
+
+    assert_each_once(slack, ["root", "reply 1", "reply 2", "loose 0", "loose 1", "loose 2"])
+    (root,) = slack.roots("C1")
+    assert [m.text for m in slack.thread("C1", root.ts)] == ["reply 1", "reply 2"]
+    outcomes = Counter(c.outcome for c in slack.calls())
+    assert outcomes == {"http_500": 5, "ratelimited": 3, "ok": 6}
+    rows = outbox_rows(engine)
+    assert {r.state for r in rows} == {"sent"}
+    # 5xx count as attempts, 429s do not.
+    assert sum(r.attempts for r in rows) == 6 + 5
+    # Retry-After was honoured: nothing went to a channel within 1 s of its 429.
+    calls = slack.calls()
+    for n, call in enumerate(calls):
+        if call.outcome == "ratelimited":
+            later = [c for c in calls[n + 1 :] if c.params["channel"] == call.params["channel"]]
+            assert later[0].at - call.at >= 0.95
+
+
+async def test_dropped_connections_are_retried_and_delivered_once(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    slack.post_rate, slack.post_burst = 20, 5
+    slack.drop_connections_next(3)
+    incident = new_incident()
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "root", section("root"))
+        enqueue_thread_reply(s, incident, "C1", "reply")
+    async with running(make_worker(engine, slack, rate_per_channel=20, burst=3)):
+        await slack.wait_for_async(lambda: len(slack.messages()) == 2 and all_done(engine))
+
+    assert_each_once(slack, ["root", "reply"])
+    assert len(slack.calls(ok=False)) == 3
+    assert {c.outcome for c in slack.calls(ok=False)} == {"dropped"}
+    assert all(r.last_error is None and r.state == "sent" for r in outbox_rows(engine))
+
+
+async def test_permanent_error_fails_the_row_and_others_are_delivered(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    slack.inject_error("channel_not_found", channel="CGONE")
+    incident = new_incident()
+    with repo.session() as s:
+        enqueue_message(s, "CGONE", "lost")
+        enqueue_message(s, "CGONE", "lost too")
+        enqueue_root_post(s, incident, "C1", "root", section("root"))
+        enqueue_message(s, "C2", "fine")
+
+    worker = make_worker(engine, slack)
+    await drain(worker, engine)
+    for _ in range(3):  # later passes do not retry the failed rows
+        await worker.deliver_due()
+
+    assert_each_once(slack, ["root", "fine"])
+    assert len(slack.calls(ok=False)) == 2  # one call each, never retried
+    failed = {r.payload["text"]: r for r in outbox_rows(engine) if r.state == "failed"}
+    assert set(failed) == {"lost", "lost too"}
+    assert {(r.last_error, r.attempts) for r in failed.values()} == {("channel_not_found", 1)}
+
+
+async def test_gives_up_after_max_attempts(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack
+) -> None:
+    slack.fail_next(100, status=503)
+    with repo.session() as s:
+        enqueue_message(s, "C1", "doomed")
+    async with running(make_worker(engine, slack, max_attempts=3)):
+        await slack.wait_for_async(lambda: all_done(engine))
+        await asyncio.sleep(0.3)
+    (row,) = outbox_rows(engine)
+    assert (row.state, row.attempts, row.last_error) == ("failed", 3, "http_503")
+    assert len(slack.calls()) == 3
+
+
+async def test_the_worker_survives_exceptions_in_a_pass(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = make_worker(engine, slack)
+    original = worker._load_candidates
+    failures = iter([RuntimeError("database went away"), RuntimeError("still away")])
+
+    def flaky() -> list[object]:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return original()  # type: ignore[return-value]
+
+    monkeypatch.setattr(worker, "_load_candidates", flaky)
+    with repo.session() as s:
+        enqueue_message(s, "C1", "eventually")
+    async with running(worker):
+        await slack.wait_for_async(lambda: slack.texts("C1") == ["eventually"])
+
+
+async def test_stop_before_run_started_returns_promptly(
+    engine: sa.Engine, slack: FakeSlack
+) -> None:
+    worker = make_worker(engine, slack)
+    task = asyncio.create_task(worker.run())
+    await worker.stop()  # run() has not had a chance to start yet
+    await asyncio.wait_for(task, 2)
+
+
+# -- replicas --------------------------------------------------------------------
+
+
+async def test_two_workers_on_one_database_send_each_message_once(
+    engine: sa.Engine,
+    database_url: str,
+    repo: Repository,
+    slack: FakeSlack,
+    new_incident: Callable[[], int],
+) -> None:
+    slack.post_rate, slack.post_burst = 50, 10
+    second_engine = make_engine(database_url)
+    workers = [make_worker(e, slack, rate_per_channel=20, burst=3) for e in (engine, second_engine)]
+    expected: list[str] = []
+    try:
+        async with running(*workers):
+            incidents = [new_incident() for _ in range(3)]
+            for n, incident in enumerate(incidents):
+                with repo.session() as s:
+                    enqueue_root_post(s, incident, f"C{n}", f"root {n}", section(f"root {n}"))
+                    for i in range(4):
+                        enqueue_thread_reply(s, incident, f"C{n}", f"reply {n}.{i}")
+                expected += [f"root {n}"] + [f"reply {n}.{i}" for i in range(4)]
+            with repo.session() as s:
+                for i in range(6):
+                    enqueue_message(s, "C9", f"loose {i}")
+            expected += [f"loose {i}" for i in range(6)]
+            await slack.wait_for_async(
+                lambda: len(slack.messages()) >= len(expected) and all_done(engine), timeout=20
+            )
+    finally:
+        second_engine.dispose()
+
+    assert_each_once(slack, expected)
+    for n in range(3):
+        (root,) = slack.roots(f"C{n}")
+        replies = [m.text for m in slack.thread(f"C{n}", root.ts)]
+        assert replies == [f"reply {n}.{i}" for i in range(4)]
+    assert slack.texts("C9") == [f"loose {i}" for i in range(6)]
+
+
+# -- pacing (timing only: SQLite is enough) ----------------------------------------
+
+
+async def test_pacing_defaults_match_slack(sqlite_engine: sa.Engine, slack: FakeSlack) -> None:
+    repo = Repository(sqlite_engine)
+    with repo.session() as s:
+        for i in range(4):
+            enqueue_message(s, "C1", f"m{i}")
+    # Production pacing (1/s, burst 2) against the fake's Slack-like limits.
+    worker = OutboxWorker(sqlite_engine, slack_client(slack), poll_interval=0.05)
+    async with running(worker):
+        await slack.wait_for_async(lambda: len(slack.messages("C1")) == 4, timeout=10)
+
+    assert slack.ratelimited_count == 0
+    at = [c.at for c in slack.calls("chat.postMessage")]
+    assert at[1] - at[0] < 0.5  # the burst
+    for gap in (at[2] - at[1], at[3] - at[2]):
+        assert 0.85 <= gap <= 1.5
+
+
+async def test_pacing_twenty_messages_in_one_channel(
+    sqlite_engine: sa.Engine, slack: FakeSlack
+) -> None:
+    rate = 5.0  # Slack's 1/s, five times faster, to keep the test short
+    slack.post_rate, slack.post_burst = rate, 3
+    repo = Repository(sqlite_engine)
+    with repo.session() as s:
+        for i in range(20):
+            enqueue_message(s, "C1", f"m{i}")
+    async with running(make_worker(sqlite_engine, slack, rate_per_channel=rate, burst=2)):
+        await slack.wait_for_async(lambda: len(slack.messages("C1")) == 20, timeout=10)
+
+    assert slack.ratelimited_count == 0
+    assert slack.texts("C1") == [f"m{i}" for i in range(20)]
+    at = [c.at for c in slack.calls("chat.postMessage")]
+    for k in range(2, 20):  # after the burst of 2: one per 1/rate
+        assert at[k] - at[0] >= (k - 1) / rate - 0.05
+    assert at[19] - at[0] <= 18 / rate + 0.5
+
+
+async def test_pacing_is_per_channel(sqlite_engine: sa.Engine, slack: FakeSlack) -> None:
+    rate = 5.0
+    slack.post_rate, slack.post_burst = rate, 3
+    repo = Repository(sqlite_engine)
+    with repo.session() as s:
+        for i in range(10):
+            enqueue_message(s, "C1", f"a{i}")
+            enqueue_message(s, "C2", f"b{i}")
+    async with running(make_worker(sqlite_engine, slack, rate_per_channel=rate, burst=2)):
+        await slack.wait_for_async(lambda: len(slack.messages()) == 20, timeout=10)
+
+    assert slack.ratelimited_count == 0
+    at = [c.at for c in slack.calls("chat.postMessage")]
+    # Each channel needs 8/rate = 1.6 s after its burst; one shared pace would need 3.6 s.
+    assert at[-1] - at[0] < 2.8
+    assert slack.texts("C1") == [f"a{i}" for i in range(10)]
+    assert slack.texts("C2") == [f"b{i}" for i in range(10)]

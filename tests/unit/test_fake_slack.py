@@ -1,0 +1,154 @@
+"""The fake Slack Web API behaves like Slack where our tests rely on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from fakes.slack import FakeSlack
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack(usergroups={"S0ONCALL": ["U1", "U2"]}) as fake:
+        yield fake
+
+
+def client(slack: FakeSlack, token: str | None = None) -> AsyncWebClient:
+    return AsyncWebClient(
+        token=token or slack.token, base_url=slack.url, timeout=5, retry_handlers=[]
+    )
+
+
+async def test_auth_test_and_recorded_call(slack: FakeSlack) -> None:
+    response = await client(slack).auth_test()
+    assert response["ok"] is True
+    assert response["team_id"] == slack.team_id
+    assert response["user_id"] == slack.bot_user_id
+    assert response["bot_id"] == slack.bot_id
+    (call,) = slack.calls("auth.test")
+    assert call.headers["Authorization"] == f"Bearer {slack.token}"
+    assert call.outcome == "ok"
+    assert call.status == 200
+
+
+async def test_wrong_token_and_unknown_method(slack: FakeSlack) -> None:
+    with pytest.raises(SlackApiError) as bad:
+        await client(slack, token="xoxb-wrong").auth_test()
+    assert bad.value.response.status_code == 200
+    assert bad.value.response["error"] == "invalid_auth"
+
+    with pytest.raises(SlackApiError) as unknown:
+        await client(slack).api_call("nexus.nothing")
+    assert unknown.value.response.status_code == 200
+    assert unknown.value.response["error"] == "unknown_method"
+
+
+async def test_message_model_threads_and_edits(slack: FakeSlack) -> None:
+    slack.rate_limits = False
+    web = client(slack)
+    root = await web.chat_postMessage(channel="C1", text="root", blocks=[{"type": "divider"}])
+    ts = root["ts"]
+    assert ts.startswith("1700000000.")
+    for i in range(3):
+        reply = await web.chat_postMessage(channel="C1", text=f"reply {i}", thread_ts=ts)
+        assert reply["ts"] > ts
+    await web.chat_update(channel="C1", ts=ts, text="root v2")
+    await web.chat_update(channel="C1", ts=ts, text="root v3")
+
+    with pytest.raises(SlackApiError) as missing:
+        await web.chat_update(channel="C2", ts=ts, text="elsewhere")
+    assert missing.value.response["error"] == "message_not_found"
+
+    (only_root,) = slack.roots("C1")
+    assert only_root.text == "root v3"
+    assert only_root.edit_count == 2
+    assert only_root.blocks == [{"type": "divider"}]
+    assert [m.text for m in slack.thread("C1", ts)] == ["reply 0", "reply 1", "reply 2"]
+    assert len({m.ts for m in slack.messages()}) == 4
+
+
+async def test_other_methods(slack: FakeSlack) -> None:
+    web = client(slack)
+    assert (await web.usergroups_users_list(usergroup="S0ONCALL"))["users"] == ["U1", "U2"]
+    assert (await web.users_info(user="U1"))["user"]["id"] == "U1"
+    assert (await web.conversations_info(channel="C1"))["channel"]["id"] == "C1"
+    eph = await web.chat_postEphemeral(channel="C1", user="U1", text="psst")
+    assert eph["message_ts"]
+    view = {"type": "modal", "title": {"type": "plain_text", "text": "t"}, "blocks": []}
+    opened = await web.views_open(trigger_id="123.456", view=view)
+    view_id = opened["view"]["id"]
+    updated = await web.views_update(view_id=view_id, view=view)
+    assert updated["view"]["id"] == view_id
+
+
+async def test_post_message_is_rate_limited_per_channel(slack: FakeSlack) -> None:
+    web = client(slack)
+    for i in range(3):  # the burst
+        await web.chat_postMessage(channel="C1", text=f"m{i}")
+    with pytest.raises(SlackApiError) as limited:
+        await web.chat_postMessage(channel="C1", text="one too many")
+    assert limited.value.response.status_code == 429
+    assert limited.value.response.headers["Retry-After"] == "1"
+    assert limited.value.response["error"] == "ratelimited"
+    assert slack.ratelimited_count == 1
+    # Another channel has its own bucket.
+    await web.chat_postMessage(channel="C2", text="elsewhere")
+    assert slack.texts("C1") == ["m0", "m1", "m2"]
+
+
+async def test_injected_faults(slack: FakeSlack) -> None:
+    web = client(slack)
+    slack.fail_next(1)
+    with pytest.raises(SlackApiError) as failed:
+        await web.chat_postMessage(channel="C1", text="a")
+    assert failed.value.response.status_code == 500  # non-JSON body, data == {}
+
+    slack.rate_limit_next(1, retry_after=7)
+    with pytest.raises(SlackApiError) as limited:
+        await web.chat_postMessage(channel="C1", text="a")
+    assert limited.value.response.headers["Retry-After"] == "7"
+
+    slack.drop_connections_next(1)
+    with pytest.raises(aiohttp.ClientError):
+        await web.chat_postMessage(channel="C1", text="a")
+
+    slack.inject_error("channel_not_found", channel="CGONE")
+    with pytest.raises(SlackApiError) as gone:
+        await web.chat_postMessage(channel="CGONE", text="a")
+    assert gone.value.response["error"] == "channel_not_found"
+
+    await web.chat_postMessage(channel="C1", text="finally")
+    assert slack.texts() == ["finally"]  # none of the faulted calls took effect
+    outcomes = [c.outcome for c in slack.calls("chat.postMessage")]
+    assert outcomes == ["http_500", "ratelimited", "dropped", "error:channel_not_found", "ok"]
+
+
+async def test_hold_and_release(slack: FakeSlack) -> None:
+    web = client(slack)
+    slack.hold_next(1, skip=1)
+    await web.chat_postMessage(channel="C1", text="passes")
+    pending = asyncio.create_task(web.chat_postMessage(channel="C1", text="held"))
+    await slack.wait_for_async(lambda: slack.held_count == 1)
+    assert slack.texts("C1") == ["passes"]
+    slack.release()
+    assert (await pending)["ok"] is True
+    assert slack.texts("C1") == ["passes", "held"]
+
+
+def test_response_url_records_bodies(slack: FakeSlack) -> None:
+    request = urllib.request.Request(
+        slack.response_url("abc"),
+        data=json.dumps({"text": "done", "replace_original": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200
+    assert slack.responses("abc") == [{"text": "done", "replace_original": True}]
+    assert slack.responses("other") == []
