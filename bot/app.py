@@ -19,10 +19,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot import metrics
+from bot.actions.base import Executor
 from bot.domain.playbooks import LoadedPlaybooks
-from bot.incidents.service import IncidentService, RemediationRequests
+from bot.incidents.service import IncidentService
 from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook
 from bot.middleware import MeasureRequests
+from bot.remediation.flow import RemediationFlow
 from bot.settings import Settings
 from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
 from bot.slack.outbox import OutboxWorker
@@ -36,11 +38,16 @@ log = structlog.get_logger("bot.app")
 class Components:
     repo: Repository
     service: IncidentService
-    requests: RemediationRequests
+    flow: RemediationFlow
     outbox: OutboxWorker | None
 
 
-def create_app(settings: Settings, engine: sa.Engine, playbooks: LoadedPlaybooks) -> Starlette:
+def create_app(
+    settings: Settings,
+    engine: sa.Engine,
+    playbooks: LoadedPlaybooks,
+    executors: dict[str, Executor] | None = None,
+) -> Starlette:
     repo = Repository(engine)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url) if token else None
@@ -52,10 +59,10 @@ def create_app(settings: Settings, engine: sa.Engine, playbooks: LoadedPlaybooks
     )
     wake = _ThreadSafeWake(outbox.wake if outbox else None)
     service = IncidentService(settings, repo, playbooks, wake_outbox=wake)
-    requests = RemediationRequests(service)
-    components = Components(repo, service, requests, outbox)
+    flow = RemediationFlow(service, executors if executors is not None else {})
+    components = Components(repo, service, flow, outbox)
 
-    slack_app = build_slack_app(settings, client, service, requests) if client else None
+    slack_app = build_slack_app(settings, client, service, flow) if client else None
     if slack_app is not None and settings.slack_signing_secret is not None:
         slack_endpoint: Callable[[Request], Awaitable[Response]] = SlackEventsEndpoint(
             slack_app, settings.slack_signing_secret.get_secret_value(), repo
@@ -86,6 +93,7 @@ def create_app(settings: Settings, engine: sa.Engine, playbooks: LoadedPlaybooks
         tasks = []
         if outbox is not None:
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
+        tasks.append(asyncio.create_task(_expire_requests(flow), name="expire-requests"))
         socket_mode = None
         if slack_app is not None and settings.slack_app_token is not None:
             socket_mode = AsyncSocketModeHandler(
@@ -125,6 +133,16 @@ def create_app(settings: Settings, engine: sa.Engine, playbooks: LoadedPlaybooks
             ),
         ],
     )
+
+
+async def _expire_requests(flow: RemediationFlow, every: float = 5.0) -> None:
+    """Close unapproved requests on time, saying so in their thread."""
+    while True:
+        try:
+            await asyncio.to_thread(flow.expire_due)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("expiring requests failed", error=str(exc).splitlines()[0])
+        await asyncio.sleep(every)
 
 
 class _ThreadSafeWake:

@@ -130,6 +130,44 @@ class AllowedTargets(BaseModel):
         return values
 
 
+def _check_slack_ids(values: list[str]) -> list[str]:
+    for value in values:
+        if not _SLACK_ID.match(value):
+            raise ValueError(f"expected a Slack user (U…) or user-group (S…) ID, got {value!r}")
+    return values
+
+
+class ApprovalConfig(BaseModel):
+    """The two-person rule: who may approve a remediation, and for how long a request waits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Slack user (U…) and user-group (S…) IDs; NEXUS_APPROVERS replaces this list.
+    approvers: list[str] = Field(default_factory=list)
+    # Stricter lists for some actions, e.g. {"k8s.scale": ["S0PLATFORMLEADS"]}.
+    per_action: dict[str, list[str]] = Field(default_factory=dict)
+    expire_after: Duration = Field(default_factory=lambda: timedelta(minutes=15))
+
+    @field_validator("approvers")
+    @classmethod
+    def _ids(cls, values: list[str]) -> list[str]:
+        return _check_slack_ids(values)
+
+    @field_validator("per_action")
+    @classmethod
+    def _per_action_ids(cls, values: dict[str, list[str]]) -> dict[str, list[str]]:
+        for ids in values.values():
+            _check_slack_ids(ids)
+        return values
+
+    @field_validator("expire_after")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=10) or value > timedelta(days=1):
+            raise ValueError("expected between 10s and 24h")
+        return value
+
+
 class EscalationLevel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -237,6 +275,7 @@ class Settings(BaseSettings):
     nexus_approvers: CommaList = Field(default_factory=list)
     nexus_escalation_delays: Annotated[list[Duration] | None, NoDecode] = None
 
+    approvals: ApprovalConfig = Field(default_factory=ApprovalConfig)
     severity_thresholds: SeverityThresholds = Field(default_factory=SeverityThresholds)
     allowed_targets: AllowedTargets = Field(default_factory=AllowedTargets)
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
@@ -328,6 +367,12 @@ class Settings(BaseSettings):
             raise ValueError("GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY must be set together")
         return self
 
+    def approvers_for(self, action: str) -> list[str]:
+        """Who may approve `action`: its own list if configured, else the general one."""
+        if action in self.approvals.per_action:
+            return list(self.approvals.per_action[action])
+        return list(self.nexus_approvers or self.approvals.approvers)
+
     def escalation_delays(self, severity: str) -> list[timedelta] | None:
         """When levels 2–4 start for this severity; None means it never escalates."""
         if severity == "info":
@@ -373,8 +418,8 @@ def disabled_features(settings: Settings) -> list[str]:
         lines.append("GitHub actions disabled: set GITHUB_TOKEN or GITHUB_APP_ID + private key")
     if settings.smtp_url is None:
         lines.append("email route disabled: SMTP_URL is not set")
-    if not settings.nexus_approvers:
-        lines.append("remediations cannot be approved: NEXUS_APPROVERS is empty")
+    if not settings.nexus_approvers and not settings.approvals.approvers:
+        lines.append("remediations cannot be approved: set NEXUS_APPROVERS or approvals.approvers")
     return lines
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
 from bot.domain.alerts import Alert, AlertSource, AlertStatus
-from bot.domain.playbooks import LoadedPlaybooks, PlaybookMatch, plan_playbook, plan_step
+from bot.domain.playbooks import LoadedPlaybooks, PlaybookMatch, plan_playbook
 from bot.domain.routing import classify
 from bot.domain.triage import IncidentPlan, plan_incidents, plan_with_playbook
 from bot.incidents.views import incident_view, root_message
@@ -287,74 +286,3 @@ def _who(actor: str) -> str:
 
 
 __all__ = ["AlertStatus", "IncidentService", "Outcome"]
-
-
-class RemediationRequests:
-    """Turn a playbook button click into a recorded, audited remediation request.
-
-    Running it needs a second, different, authorised person (the approval
-    flow); this class only records the request and answers in the thread.
-    """
-
-    def __init__(self, service: IncidentService, ttl_seconds: int = 900) -> None:
-        self.service = service
-        self.ttl_seconds = ttl_seconds
-
-    def request(self, number: int, playbook_id: str, step_id: str, actor: str) -> Outcome:
-        repo, settings = self.service.repo, self.service.settings
-        incident = repo.get_incident(number)
-        if incident is None:
-            return Outcome(message=f"There is no incident #{number}.")
-        if incident.status == "resolved":
-            return Outcome(message=f"Incident #{number} is resolved; nothing to remediate.")
-        playbook = self.service.playbooks.get(playbook_id)
-        step = playbook.step(step_id) if playbook else None
-        if playbook is None or step is None or step.action is None:
-            return Outcome(message=f"`{playbook_id}` has no runnable step `{step_id}`.")
-        planned = plan_step(step, incident.labels or {}, settings.allowed_targets)
-        if planned.refusal:
-            repo.audit(
-                actor,
-                "remediation.refused",
-                number,
-                {"playbook": playbook_id, "step": step_id, "reason": planned.refusal},
-            )
-            self.service.note(
-                number,
-                f":no_entry: {_who(actor)} asked for *{escape(step.title)}*: "
-                f"refused, {escape(planned.refusal)}.",
-            )
-            return Outcome(incidents=[number], message=f"Refused: {planned.refusal}")
-        request, created = repo.create_remediation_request(
-            incident_id=number,
-            playbook_id=playbook_id,
-            step_id=step_id,
-            action=step.action,
-            params=planned.params,
-            requested_by=actor,
-            expires_at=utcnow() + timedelta(seconds=self.ttl_seconds),
-            # One open request per step: a double click or a second person asks for the same one.
-            idempotency_key=f"incident:{number}:step:{step_id}:open",
-        )
-        if not created:
-            return Outcome(
-                incidents=[number],
-                message=f"*{step.title}* is already requested (request #{request.id}, "
-                f"{request.state}, by <@{request.requested_by}>).",
-            )
-        what = planned.description or step.title
-        needs = ""
-        if planned.missing or planned.invalid:
-            fields = ", ".join(planned.missing or planned.invalid)
-            needs = f"\nTo be filled in before approval: {fields}."
-        self.service.note(
-            number,
-            f":raised_hand: {_who(actor)} requests remediation #{request.id}: "
-            f"*{escape(step.title)}*\n> {escape(what)}{escape(needs)}\n"
-            "It runs only when a second, different, authorised person approves it.",
-        )
-        return Outcome(
-            incidents=[number],
-            changed=True,
-            message=f"Requested #{request.id}: {what}. Waiting for approval.",
-        )

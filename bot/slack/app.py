@@ -22,8 +22,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.incidents.service import IncidentService, RemediationRequests
+from bot.incidents.service import IncidentService
 from bot.ingest.http import RejectedRequest, read_body
+from bot.remediation.flow import RemediationFlow
 from bot.settings import Settings
 from bot.slack.listeners import register_listeners
 from bot.store.repository import Repository
@@ -35,7 +36,7 @@ def build_slack_app(
     settings: Settings,
     client: AsyncWebClient,
     service: IncidentService,
-    requests: RemediationRequests,
+    flow: RemediationFlow,
 ) -> AsyncApp:
     signing_secret = settings.slack_signing_secret
     app = AsyncApp(
@@ -46,7 +47,7 @@ def build_slack_app(
         process_before_response=False,
         logger=logging.getLogger("slack_bolt"),
     )
-    register_listeners(app, service, requests)
+    register_listeners(app, service, flow)
     return app
 
 

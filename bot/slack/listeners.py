@@ -17,25 +17,22 @@ import structlog
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.incidents.service import IncidentService, Outcome, RemediationRequests
+from bot.incidents.service import IncidentService, Outcome
+from bot.remediation.flow import RemediationFlow
 from bot.slack.blocks import (
     ACTION_ACKNOWLEDGE,
-    ACTION_REQUEST_REMEDIATION,
     ACTION_RESOLVE,
     escape,
-    playbook_blocks,
-    to_json,
 )
 from bot.slack.commands import HELP, CommandError, IncidentCommand, parse_incident_command
+from bot.slack.remediation import register_remediation_listeners
 from bot.store.models import Incident
 
 log = structlog.get_logger("bot.slack")
 MENTION = re.compile(r"<@[A-Z0-9]+>")
 
 
-def register_listeners(
-    app: AsyncApp, service: IncidentService, requests: RemediationRequests
-) -> None:
+def register_listeners(app: AsyncApp, service: IncidentService, flow: RemediationFlow) -> None:
     commands = CommandRunner(service)
 
     @app.command("/incident")
@@ -80,7 +77,7 @@ def register_listeners(
     @app.action(ACTION_ACKNOWLEDGE)
     async def acknowledge(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        number = _incident_number(body)
+        number = incident_number(body)
         if number is not None:
             outcome = await asyncio.to_thread(service.acknowledge, number, body["user"]["id"])
             await _tell_if_unchanged(respond, outcome)
@@ -88,30 +85,12 @@ def register_listeners(
     @app.action(ACTION_RESOLVE)
     async def resolve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        number = _incident_number(body)
+        number = incident_number(body)
         if number is not None:
             outcome = await asyncio.to_thread(service.resolve, number, body["user"]["id"])
             await _tell_if_unchanged(respond, outcome)
 
-    @app.action(re.compile(rf"^{re.escape(ACTION_REQUEST_REMEDIATION)}\..+$"))
-    async def request_remediation(
-        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
-    ) -> None:
-        await ack()
-        value = _button_value(body)
-        number = _incident_number(body)
-        playbook_id, step_id = str(value.get("p", "")), str(value.get("s", ""))
-        if number is None or not playbook_id or not step_id:
-            await respond(
-                text="That button is not attached to an incident.",
-                response_type="ephemeral",
-                replace_original=False,
-            )
-            return
-        outcome = await asyncio.to_thread(
-            requests.request, number, playbook_id, step_id, body["user"]["id"]
-        )
-        await respond(text=outcome.message, response_type="ephemeral", replace_original=False)
+    register_remediation_listeners(app, flow)
 
 
 async def _tell_if_unchanged(respond: AsyncRespond, outcome: Outcome) -> None:
@@ -119,7 +98,7 @@ async def _tell_if_unchanged(respond: AsyncRespond, outcome: Outcome) -> None:
         await respond(text=outcome.message, response_type="ephemeral", replace_original=False)
 
 
-def _button_value(body: dict[str, Any]) -> dict[str, Any]:
+def button_value(body: dict[str, Any]) -> dict[str, Any]:
     actions = body.get("actions") or [{}]
     try:
         value = json.loads(actions[0].get("value") or "{}")
@@ -128,8 +107,8 @@ def _button_value(body: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _incident_number(body: dict[str, Any]) -> int | None:
-    number = _button_value(body).get("i")
+def incident_number(body: dict[str, Any]) -> int | None:
+    number = button_value(body).get("i")
     return number if isinstance(number, int) and number > 0 else None
 
 
@@ -223,6 +202,3 @@ class CommandRunner:
             f"*{escape(playbook.title)}* (`{playbook.id}`): {playbook.risk_level.value} risk, "
             f"{playbook.procedure_steps.title.lower()}\n{escape(playbook.description)}\n{steps}"
         )
-
-
-__all__ = ["CommandRunner", "playbook_blocks", "register_listeners", "to_json"]

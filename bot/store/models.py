@@ -175,8 +175,12 @@ class RemediationRequest(Base):
     decided_by: Mapped[str | None]
     decided_at: Mapped[datetime | None]
     decision_reason: Mapped[str | None]
-    # e.g. the Slack action ts: a double click must not create two requests.
+    # One open request per incident step: a double click must not create two
+    # requests. Cleared when the request ends, so the step can be asked for again.
     idempotency_key: Mapped[str | None] = mapped_column(unique=True)
+    # What the approver was shown (summary, details) and the snapshot that the
+    # execution re-checks against the live target.
+    preview: Mapped[dict[str, Any] | None]
 
 
 class RemediationApproval(Base):

@@ -56,6 +56,8 @@ _RACE_RETRIES = 5
 _ALERT_CHUNK = 500
 # Remediation states that record who decided and why.
 _DECISION_STATES = frozenset({"approved", "denied", "expired", "refused"})
+# A request in one of these is over: its step may be requested again.
+_FINAL_STATES = frozenset({"denied", "expired", "refused", "succeeded", "failed"})
 
 
 @dataclass(frozen=True)
@@ -411,6 +413,33 @@ class Repository:
         with self._read() as s:
             return s.get(RemediationRequest, request_id)
 
+    def set_remediation_preview(self, request_id: int, preview: dict[str, Any]) -> bool:
+        """Store what the approval card shows; only while the request is pending."""
+        stmt = (
+            sa.update(RemediationRequest)
+            .where(RemediationRequest.id == request_id, RemediationRequest.state == "pending")
+            .values(preview=preview)
+        )
+        with self.session() as s:
+            return _rowcount(s.execute(stmt.execution_options(synchronize_session=False))) == 1
+
+    def due_remediation_requests(self, now: datetime, limit: int = 100) -> list[RemediationRequest]:
+        """Pending requests past their expiry."""
+        with self._read() as s:
+            query = (
+                sa.select(RemediationRequest)
+                .where(RemediationRequest.state == "pending", RemediationRequest.expires_at <= now)
+                .order_by(RemediationRequest.id)
+                .limit(limit)
+            )
+            return list(s.scalars(query))
+
+    def execution_for(self, request_id: int) -> RemediationExecution | None:
+        with self._read() as s:
+            return s.scalars(
+                sa.select(RemediationExecution).where(RemediationExecution.request_id == request_id)
+            ).one_or_none()
+
     def transition_remediation(
         self,
         request_id: int,
@@ -457,6 +486,8 @@ class Repository:
     ) -> int | None:
         """CAS the request's state; return its incident id if this call moved it."""
         values: dict[str, Any] = {"state": to_state}
+        if to_state in _FINAL_STATES:
+            values["idempotency_key"] = None
         if to_state in _DECISION_STATES:
             values.update(decided_by=actor, decided_at=now, decision_reason=reason)
         return s.execute(

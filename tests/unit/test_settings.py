@@ -520,7 +520,7 @@ def test_disabled_features_names_every_missing_credential() -> None:
         "Alertmanager webhook disabled: ALERTMANAGER_TOKEN is not set",
         "GitHub actions disabled: set GITHUB_TOKEN or GITHUB_APP_ID + private key",
         "email route disabled: SMTP_URL is not set",
-        "remediations cannot be approved: NEXUS_APPROVERS is empty",
+        "remediations cannot be approved: set NEXUS_APPROVERS or approvals.approvers",
     ]
 
 
