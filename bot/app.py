@@ -21,10 +21,12 @@ from starlette.routing import Route
 from bot import metrics
 from bot.actions.base import Executor
 from bot.domain.playbooks import LoadedPlaybooks
+from bot.incidents.escalation import EscalationService, Mailer, PagerDutyLevels
 from bot.incidents.service import IncidentService
 from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook
 from bot.middleware import MeasureRequests
 from bot.remediation.flow import RemediationFlow
+from bot.scheduler import build_scheduler
 from bot.settings import Settings
 from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
 from bot.slack.outbox import OutboxWorker
@@ -47,6 +49,8 @@ def create_app(
     engine: sa.Engine,
     playbooks: LoadedPlaybooks,
     executors: dict[str, Executor] | None = None,
+    pagerduty: PagerDutyLevels | None = None,
+    mailer: Mailer | None = None,
 ) -> Starlette:
     repo = Repository(engine)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
@@ -60,6 +64,8 @@ def create_app(
     wake = _ThreadSafeWake(outbox.wake if outbox else None)
     service = IncidentService(settings, repo, playbooks, wake_outbox=wake)
     flow = RemediationFlow(service, executors if executors is not None else {})
+    ladder = EscalationService(service, pagerduty=pagerduty, mailer=mailer)
+    service.ladder = ladder
     components = Components(repo, service, flow, outbox)
 
     slack_app = build_slack_app(settings, client, service, flow) if client else None
@@ -93,7 +99,10 @@ def create_app(
         tasks = []
         if outbox is not None:
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
-        tasks.append(asyncio.create_task(_expire_requests(flow), name="expire-requests"))
+        scheduler = build_scheduler(
+            {"escalation": (ladder.sweep, 1.0), "request-expiry": (flow.expire_due, 5.0)}
+        )
+        scheduler.start()
         socket_mode = None
         if slack_app is not None and settings.slack_app_token is not None:
             socket_mode = AsyncSocketModeHandler(
@@ -101,14 +110,16 @@ def create_app(
                 settings.slack_app_token.get_secret_value(),
                 web_client=AsyncWebClient(base_url=settings.slack_api_url),
             )
-            await socket_mode.connect_async()  # type: ignore[no-untyped-call]
-            log.info("slack socket mode connected")
+            # In the background: a Slack outage or a revoked app token must not keep
+            # /healthz and the PagerDuty/Alertmanager webhooks from starting.
+            tasks.append(asyncio.create_task(_connect(socket_mode), name="socket-mode"))
         app.state.components = components
         try:
             yield
         finally:
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
+            scheduler.shutdown(wait=False)
             if outbox is not None:
                 await outbox.stop()
             for task in tasks:
@@ -135,14 +146,12 @@ def create_app(
     )
 
 
-async def _expire_requests(flow: RemediationFlow, every: float = 5.0) -> None:
-    """Close unapproved requests on time, saying so in their thread."""
-    while True:
-        try:
-            await asyncio.to_thread(flow.expire_due)
-        except sa.exc.SQLAlchemyError as exc:
-            log.warning("expiring requests failed", error=str(exc).splitlines()[0])
-        await asyncio.sleep(every)
+async def _connect(socket_mode: AsyncSocketModeHandler) -> None:
+    try:
+        await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+        log.info("slack socket mode connected")
+    except Exception as exc:  # the client retries by itself once connected
+        log.error("slack socket mode could not connect", error=str(exc)[:300])
 
 
 class _ThreadSafeWake:

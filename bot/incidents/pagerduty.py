@@ -72,6 +72,8 @@ def handle_pagerduty_event(service: IncidentService, body: Any) -> Outcome:
     if event_type in STATUS_EVENTS:
         status, template = STATUS_EVENTS[event_type]
         return service.change_status(number, status, facts["agent"], template.format(**facts))
+    if event_type == "incident.escalated" and service.ladder is not None:
+        service.ladder.mirror_pagerduty(number)
     service.note(number, NOTE_EVENTS[event_type].format(**facts), refresh_root=True)
     return Outcome(incidents=[number], changed=True)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from bot.incidents.views import incident_view, root_message
 from bot.settings import Settings
 from bot.slack.blocks import escape, playbook_blocks, to_json
 from bot.slack.outbox import enqueue_root_post, enqueue_root_update, enqueue_thread_reply
-from bot.store.models import EscalationStep, Incident, utcnow
+from bot.store.models import Incident, utcnow
 from bot.store.repository import AlertRecord, Repository
 
 log = structlog.get_logger("bot.incidents")
@@ -38,6 +38,18 @@ TRANSITIONS: dict[str, set[str]] = {
     "resolved": {"triggered", "acknowledged"},
     "triggered": {"acknowledged", "resolved"},
 }
+
+
+class Ladder(Protocol):
+    """The escalation ladder (bot.incidents.escalation), seen from incidents."""
+
+    def start(self, number: int) -> None: ...
+
+    def resume(self, number: int) -> None: ...
+
+    def escalate_now(self, number: int, actor: str, to_level: int | None = None) -> str: ...
+
+    def mirror_pagerduty(self, number: int) -> None: ...
 
 
 @dataclass
@@ -64,6 +76,7 @@ class IncidentService:
         self.playbooks = playbooks
         self.wake_outbox = wake_outbox
         self.channel = settings.nexus_incident_channel
+        self.ladder: Ladder | None = None  # set by the composition root
 
     # -- alerts ----------------------------------------------------------------
 
@@ -115,6 +128,8 @@ class IncidentService:
         outcome.incidents.append(incident.id)
         if created:
             outcome.opened.append(incident.id)
+            if self.ladder is not None:
+                self.ladder.start(incident.id)
         outcome.new_alerts += self.repo.record_alerts(
             incident.id, [self._record(a) for a in plan.alerts]
         )
@@ -196,6 +211,8 @@ class IncidentService:
             if changed:
                 self._refresh_root(s, number)
         self.wake_outbox()
+        if changed and status == "triggered" and self.ladder is not None:
+            self.ladder.resume(number)
         if not changed:
             current = self.repo.get_incident(number)
             state = current.status if current else "gone"
@@ -205,46 +222,17 @@ class IncidentService:
         )
 
     def escalate(self, number: int, actor: str, to_level: int | None = None) -> Outcome:
-        """Escalate by hand: one level up, or to `to_level` (restarting the ladder if lower)."""
-        incident = self.repo.get_incident(number)
-        if incident is None:
-            return Outcome(message=f"There is no incident #{number}.")
-        if incident.status == "resolved":
-            return Outcome(message=f"Incident #{number} is resolved; nothing to escalate.")
-        current = incident.escalation_level
-        target = to_level if to_level is not None else current + 1
-        if target > 4:
-            return Outcome(message=f"Incident #{number} is already at level 4 (Executive).")
-        with self.repo.session() as s:
-            epoch = (
-                s.scalar(
-                    sa.select(sa.func.coalesce(sa.func.max(EscalationStep.epoch), 0)).where(
-                        EscalationStep.incident_id == number
-                    )
-                )
-                or 0
-            )
-        if target <= current:
-            epoch += 1  # climbing again from a lower level is a new round of the ladder
-        level = self.settings.escalation.levels[target - 1]
-        if not self.repo.record_escalation_step(
-            number, target, actor, epoch=epoch, reason=f"escalated by {actor}"
-        ):
-            return Outcome(incidents=[number], message=f"Level {target} was just reached.")
-        people = " ".join(
-            _who(p) if p.startswith(("U", "W")) else f"<!subteam^{p}>" for p in level.slack
-        )
-        self.note(
-            number,
-            f":arrow_up: *Level {target} — {escape(level.role)}*: escalated by {_who(actor)}."
-            + (f" {people}" if people else ""),
-            refresh_root=True,
-        )
+        """`/incident escalate`: one level up now, or to `to_level`."""
+        if self.ladder is None:
+            return Outcome(message="Escalation is not running in this process.")
         return Outcome(
-            incidents=[number],
-            changed=True,
-            message=f"Incident #{number} escalated to level {target} ({level.role}).",
+            incidents=[number], message=self.ladder.escalate_now(number, actor, to_level)
         )
+
+    def post_escalation(self, s: Session, number: int, text: str) -> None:
+        """An escalation step's thread reply and root refresh, in the step's transaction."""
+        self._reply(s, number, text)
+        self._refresh_root(s, number)
 
     def note(self, number: int, text: str, refresh_root: bool = False) -> None:
         """A thread reply (and optionally a root refresh) without a status change."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
@@ -47,8 +49,27 @@ def build_slack_app(
         process_before_response=False,
         logger=logging.getLogger("slack_bolt"),
     )
+    app.middleware(_drop_repeated_events(service.repo))
     register_listeners(app, service, flow)
     return app
+
+
+def _drop_repeated_events(repo: Repository) -> Callable[..., Awaitable[BoltResponse | None]]:
+    """Slack redelivers an Events API event it thinks we missed (over HTTP and Socket
+    Mode alike); Bolt does not deduplicate, so the event id is remembered here."""
+
+    async def middleware(
+        body: dict[str, Any], next: Callable[[], Awaitable[None]]
+    ) -> BoltResponse | None:
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if isinstance(event_id, str) and event_id:
+            first = await asyncio.to_thread(repo.remember_delivery, "slack-event", event_id[:200])
+            if not first:
+                return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    return middleware
 
 
 class SlackEventsEndpoint:
@@ -63,16 +84,10 @@ class SlackEventsEndpoint:
         try:
             body = await read_body(request)
             self._verify(body, request)
-            event_id = _check_shape(body, request.headers.get("content-type", ""))
+            _check_shape(body, request.headers.get("content-type", ""))
         except RejectedRequest as rejected:
             log.info("slack request rejected", status=rejected.status, reason=rejected.reason)
             return rejected.response()
-        if event_id and request.headers.get("x-slack-retry-num"):
-            first = await asyncio.to_thread(self.repo.remember_delivery, "slack-event", event_id)
-            if not first:
-                return Response(status_code=200)  # a retry of an event already handled
-        elif event_id:
-            await asyncio.to_thread(self.repo.remember_delivery, "slack-event", event_id)
         bolt_response = await self.app.async_dispatch(
             AsyncBoltRequest(
                 body=body.decode("utf-8"),
@@ -98,16 +113,15 @@ class SlackEventsEndpoint:
             raise RejectedRequest(401, "stale request timestamp" if stale else "invalid signature")
 
 
-def _check_shape(body: bytes, content_type: str) -> str | None:
-    """400 for a body Bolt could not use; returns the Events API event_id if any."""
+def _check_shape(body: bytes, content_type: str) -> None:
+    """400 for a body Bolt could not use."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise RejectedRequest(400, "body is not UTF-8") from None
     if content_type.startswith("application/json"):
-        payload = _json_object(text, "body")
-        event_id = payload.get("event_id")
-        return event_id if isinstance(event_id, str) else None
+        _json_object(text, "body")
+        return
     if not content_type.startswith("application/x-www-form-urlencoded"):
         raise RejectedRequest(400, f"unsupported content type {content_type[:80]!r}")
     form = parse_qs(text, keep_blank_values=True)
@@ -115,10 +129,9 @@ def _check_shape(body: bytes, content_type: str) -> str | None:
         payload = _json_object(form["payload"][0], "payload field")
         if not isinstance(payload.get("type"), str):
             raise RejectedRequest(400, "payload has no interaction type")
-        return None
+        return
     if "command" not in form:
         raise RejectedRequest(400, "form has neither a slash command nor an interaction payload")
-    return None
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
@@ -133,5 +146,9 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
 
 async def not_configured(_: Request) -> Response:
     return JSONResponse(
-        {"error": "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"}, 503
+        {
+            "error": "Slack over HTTP is not configured: set SLACK_BOT_TOKEN and "
+            "SLACK_SIGNING_SECRET (with SLACK_APP_TOKEN, Slack talks to the bot over Socket Mode)"
+        },
+        503,
     )

@@ -1,0 +1,47 @@
+"""Timers: APScheduler runs the sweeps; the database decides what is due.
+
+Each process has its own in-memory job store (APScheduler forbids sharing a
+job store between schedulers). The jobs only *look* at the database; every
+effect is taken with a compare-and-set, so two replicas sweeping at the same
+moment post each escalation level and expire each request once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import sqlalchemy as sa
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+log = structlog.get_logger("bot.scheduler")
+
+
+def build_scheduler(jobs: dict[str, tuple[Callable[[], object], float]]) -> AsyncIOScheduler:
+    """One interval job per sweep: name → (synchronous function, every N seconds)."""
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for name, (function, seconds) in jobs.items():
+        scheduler.add_job(
+            _in_thread(name, function),
+            "interval",
+            seconds=seconds,
+            id=name,
+            max_instances=1,  # a slow sweep is never run twice at once
+            coalesce=True,  # missed ticks collapse into one run
+            misfire_grace_time=None,
+        )
+    return scheduler
+
+
+def _in_thread(name: str, function: Callable[[], object]) -> Callable[[], object]:
+    async def run() -> None:
+        try:
+            await asyncio.to_thread(function)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("sweep failed: database", sweep=name, error=str(exc).splitlines()[0])
+        except Exception:
+            log.exception("sweep failed", sweep=name)
+
+    run.__name__ = f"sweep_{name}"
+    return run
