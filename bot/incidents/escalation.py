@@ -150,10 +150,12 @@ class EscalationService:
         if incident is None or incident.escalation_level >= 4:
             return
         steps = self.repo.escalation_steps(number)
+        last = steps[-1] if steps else None
         if (
-            steps
-            and steps[-1].actor != "pagerduty"
-            and self.clock() - steps[-1].fired_at < ECHO_WINDOW
+            last is not None
+            and last.level > 1  # level 1 is PagerDuty's own; we never set it there
+            and last.actor != "pagerduty"
+            and self.clock() - last.fired_at < ECHO_WINDOW
         ):
             return  # the echo of a level we just set in PagerDuty
         level = incident.escalation_level + 1
@@ -235,7 +237,8 @@ class EscalationService:
         if Route.EMAIL in routes and config.email and mailer is not None:
             self._attempt(incident.id, "email", lambda: mailer.send(config.email, subject, body))
         pd_id = incident.pagerduty_incident_id
-        if to_pagerduty and pd_id and config.pagerduty_level and self.pagerduty is not None:
+        # Level 1 is where PagerDuty starts by itself: only later levels are pushed.
+        if to_pagerduty and level > 1 and pd_id and config.pagerduty_level and self.pagerduty:
             pd = self.pagerduty
             pd_level = config.pagerduty_level
 
