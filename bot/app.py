@@ -25,6 +25,8 @@ from bot.incidents.escalation import EscalationService, Mailer, PagerDutyLevels
 from bot.incidents.service import IncidentService
 from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook
 from bot.middleware import MeasureRequests
+from bot.notify.email import EmailSender
+from bot.notify.pagerduty import PagerDutyRest, pagerduty_from_settings
 from bot.remediation.flow import RemediationFlow
 from bot.scheduler import build_scheduler
 from bot.settings import Settings
@@ -152,6 +154,17 @@ async def _connect(socket_mode: AsyncSocketModeHandler) -> None:
         log.info("slack socket mode connected")
     except Exception as exc:  # the client retries by itself once connected
         log.error("slack socket mode could not connect", error=str(exc)[:300])
+
+
+def build_notifiers(settings: Settings) -> tuple[PagerDutyRest | None, EmailSender | None]:
+    """PagerDuty REST (escalation levels, notes) and email, when configured."""
+    rest, _events = pagerduty_from_settings(settings, verify=settings.pagerduty_ca_bundle or True)
+    mailer = (
+        EmailSender(settings.smtp_url.get_secret_value(), settings.smtp_from)
+        if settings.smtp_url is not None
+        else None
+    )
+    return rest, mailer
 
 
 class _ThreadSafeWake:

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 import structlog
 import uvicorn
 
-from bot.app import create_app
+from bot.actions.executors import build_executors
+from bot.app import build_notifiers, create_app
 from bot.domain.playbooks import load_playbooks
 from bot.logging import configure_logging
 from bot.settings import Settings, disabled_features
@@ -44,7 +45,11 @@ def run_server(settings: Settings) -> int:
             log.error("invalid playbook", problem=str(problem))
         log.error("refusing to start with invalid playbooks: run `nexus-bot validate`")
         return 1
-    app = create_app(settings, engine, playbooks)
+    executors, unavailable = build_executors(settings)
+    for line in unavailable:
+        log.warning("remediation unavailable", reason=line)
+    pagerduty, mailer = build_notifiers(settings)
+    app = create_app(settings, engine, playbooks, executors, pagerduty, mailer)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -254,6 +254,8 @@ class Settings(BaseSettings):
     pagerduty_api_url: str = "https://api.pagerduty.com"
     pagerduty_events_url: str = "https://events.pagerduty.com"
     pagerduty_routing_key: SecretStr | None = None
+    # A CA bundle to trust for the PagerDuty APIs (a TLS-inspecting proxy; tests).
+    pagerduty_ca_bundle: str | None = None
 
     alertmanager_token: SecretStr | None = None
 
@@ -262,6 +264,9 @@ class Settings(BaseSettings):
     github_app_private_key: SecretStr | None = None
     github_api_url: str = "https://api.github.com"
     github_git_url: str = "https://github.com"
+
+    # Where git mirrors are cached between remediations (reused, fetched each run).
+    nexus_workdir: Path = Path(".nexus-work")
 
     kubeconfig: str | None = None
 

@@ -35,13 +35,13 @@ ECHO_WINDOW = timedelta(seconds=120)
 
 
 class PagerDutyLevels(Protocol):
-    def set_escalation_level(self, incident_id: str, level: int) -> None: ...
+    def set_escalation_level(self, incident_id: str, level: int) -> object: ...
 
-    def add_note(self, incident_id: str, content: str) -> None: ...
+    def add_note(self, incident_id: str, content: str) -> object: ...
 
 
 class Mailer(Protocol):
-    def send(self, to: list[str], subject: str, body: str) -> None: ...
+    def send(self, to: list[str], subject: str, body: str) -> object: ...
 
 
 class EscalationService:
@@ -248,7 +248,7 @@ class EscalationService:
 
             self._attempt(incident.id, "pagerduty", set_level)
 
-    def _attempt(self, number: int, channel: str, send: Callable[[], None]) -> None:
+    def _attempt(self, number: int, channel: str, send: Callable[[], object]) -> None:
         try:
             send()
         except Exception as exc:  # an adapter failure must not stop the ladder
