@@ -207,7 +207,7 @@ class EscalationService:
             people = " ".join(_mention(p) for p in config.slack)
             self.service.post_escalation(s, incident.id, f"{text} {people}".strip())
         self.service.wake_outbox()
-        log.info("escalated", incident=incident.id, level=level, actor=actor)
+        log.info("escalated", incident=incident.id, ladder_level=level, actor=actor)
         self._notify(incident, level, config, reason, notify_pagerduty)
         return True
 

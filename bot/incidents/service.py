@@ -128,26 +128,24 @@ class IncidentService:
         outcome.incidents.append(incident.id)
         if created:
             outcome.opened.append(incident.id)
-            if self.ladder is not None:
-                self.ladder.start(incident.id)
         outcome.new_alerts += self.repo.record_alerts(
             incident.id, [self._record(a) for a in plan.alerts]
         )
         with self.repo.session() as s:
-            if self._open_thread(s, incident.id, plan, actor):
-                return
-            firing = self.repo.alert_counts(incident.id).get("firing", 0)
-            if not from_pagerduty and firing == 0:
-                self._transition(
-                    s,
-                    incident.id,
-                    "resolved",
-                    lead.source.value,
-                    ":white_check_mark: All alerts resolved.",
-                )
-            elif not from_pagerduty and incident.status == "resolved" and not created:
-                self._reply(s, incident.id, ":rotating_light: Alerts are firing again: reopened.")
-            self._refresh_root(s, incident.id)
+            if not self._open_thread(s, incident.id, plan, actor):
+                self._follow_up(s, incident.id, from_pagerduty, lead.source.value)
+        if created and self.ladder is not None:
+            # After the thread exists, so level 1 is said in it.
+            self.ladder.start(incident.id)
+
+    def _follow_up(self, s: Session, number: int, from_pagerduty: bool, actor: str) -> None:
+        """More alerts for an incident that already has its thread: counts, maybe resolved."""
+        firing = self.repo.alert_counts(number).get("firing", 0)
+        if not from_pagerduty and firing == 0:
+            self._transition(
+                s, number, "resolved", actor, ":white_check_mark: All alerts resolved."
+            )
+        self._refresh_root(s, number)
 
     def _record(self, alert: Alert) -> AlertRecord:
         return AlertRecord(
