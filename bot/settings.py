@@ -185,6 +185,15 @@ class EscalationLevel(BaseModel):
                 raise ValueError(f"expected a Slack user (U…) or group (S…) ID, got {value!r}")
         return values
 
+    @model_validator(mode="after")
+    def _reaches_someone(self) -> EscalationLevel:
+        if not self.slack and not self.email and self.pagerduty_level is None:
+            raise ValueError(
+                f"level {self.level} ({self.role}) reaches nobody: "
+                "give it slack IDs, email addresses or a pagerduty_level"
+            )
+        return self
+
 
 def _default_levels() -> list[EscalationLevel]:
     roles = ["Team lead", "Engineering manager", "CTO", "Executive"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.actions.registry import REGISTRY
 from bot.domain.playbooks import load_playbooks
 from bot.settings import SettingsError, load_settings
 
@@ -15,6 +16,13 @@ def run_validate(paths: list[Path]) -> int:
     except SettingsError as exc:
         problems += exc.problems
         settings = None
+    if settings is not None:
+        problems += [
+            f"{settings.nexus_config}: approvals.per_action: unknown action {name!r}; "
+            f"known: {', '.join(REGISTRY.names())}"
+            for name in settings.approvals.per_action
+            if name not in REGISTRY
+        ]
     folders = paths or [settings.nexus_playbooks if settings else Path("playbooks")]
     loaded = load_playbooks(folders, settings.allowed_targets if settings else None)
     problems += [str(p) for p in loaded.problems]

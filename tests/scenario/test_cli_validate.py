@@ -311,3 +311,46 @@ def test_recursive_yaml_alias_is_an_error_not_a_crash(workdir: Path) -> None:
     run = validate("loop.yaml", cwd=workdir)
     assert run.code == 1
     assert run.out.splitlines()[0].startswith("loop.yaml:9: mitigations.0: ")
+
+
+def test_escalation_and_approval_config_errors(tmp_path: Path) -> None:
+    config = tmp_path / "nexus.yaml"
+    config.write_text(
+        "approvals:\n"
+        "  per_action: {k8s.scael: [S0LEADS]}\n"
+        "escalation:\n"
+        "  critical: [15m, 5m, 60m]\n"
+        "  levels:\n"
+        "    - {level: 1, role: Team lead, slack: [U0LEAD]}\n"
+        "    - {level: 2, role: Engineering manager}\n"
+        "    - {level: 3, role: CTO, email: [cto@nexus.test]}\n"
+        "    - {level: 4, role: Executive, pagerduty_level: 4}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "validate", str(REPO_ROOT / "playbooks")],
+        cwd=tmp_path,
+        env={**os.environ, "NEXUS_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "level 2 (Engineering manager) reaches nobody" in result.stdout
+    assert "increasing order" in result.stdout
+    assert f"{config}:4:" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_approvers_for_an_unknown_action(tmp_path: Path) -> None:
+    config = tmp_path / "nexus.yaml"
+    config.write_text("approvals:\n  per_action: {k8s.scael: [S0LEADS]}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "validate", str(REPO_ROOT / "playbooks")],
+        cwd=tmp_path,
+        env={**os.environ, "NEXUS_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "unknown action 'k8s.scael'" in result.stdout

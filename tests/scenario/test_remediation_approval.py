@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.fakes.github import FakeGitHub
 from tests.fakes.kubernetes import FakeKubernetes
@@ -271,3 +272,60 @@ def test_missing_parameter_is_asked_for_in_a_modal(stage: Stage) -> None:
         lambda: any("needs approval" in (m.text or "") for m in stage.slack.messages(CHANNEL)),
         timeout=15,
     )
+
+
+def second_bot(stage: Stage, **env: str) -> BotProcess:
+    other = BotProcess(stage.bot.env["DATABASE_URL"], stage.slack.url, stage.slack.token or "")
+    other.env = {**stage.bot.env, "PORT": str(other.port), **env}
+    return other.start()
+
+
+def test_two_replicas_on_one_database_execute_once(stage: Stage) -> None:
+    replica = second_bot(stage)
+    try:
+        stage.request("scale-to-zero")
+        stage.wait_reply("approval.approve")
+        barrier = threading.Barrier(2)
+        answers: list[Any] = []
+
+        def approve(bot: BotProcess, user: str, response_id: str) -> None:
+            barrier.wait()
+            bot.click(
+                "approval.approve",
+                json.dumps({"r": 1}),
+                user=user,
+                response_url=stage.slack.response_url(response_id),
+            )
+            answers.append(stage.slack.wait_for(lambda: stage.slack.responses(response_id), 30))
+
+        threads = [
+            threading.Thread(target=approve, args=(stage.bot, "U0BOB", "replica-a")),
+            threading.Thread(target=approve, args=(replica, "U0CAROL", "replica-b")),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert stage.real_patches() == 1
+        assert stage.replicas() == 0
+    finally:
+        replica.stop()
+
+
+def test_an_unapproved_request_expires(stage: Stage, tmp_path: Path) -> None:
+    config = yaml.safe_load(Path(stage.bot.env["NEXUS_CONFIG"]).read_text())
+    config["approvals"]["expire_after"] = "10s"
+    short = tmp_path / "short-expiry.yaml"
+    short.write_text(yaml.safe_dump(config))
+    stage.bot.stop()
+    stage.bot = second_bot(stage, NEXUS_CONFIG=str(short))
+    asked = stage.request("scale-to-zero")
+    assert "Waiting for a second person" in asked["text"]
+    stage.wait_reply("approval.approve")
+    stage.wait_reply("expired: nobody approved it in time", timeout=30)
+    late = stage.click("approval.approve", {"r": 1}, "U0BOB", "too-late")
+    assert "already expired" in late["text"]
+    assert stage.real_patches() == 0
+    # The step can be requested again once the old request is over.
+    again = stage.request("scale-to-zero", user="U0BOB")
+    assert "#2" in again["text"]

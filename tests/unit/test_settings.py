@@ -347,7 +347,7 @@ def test_wrong_environment_values(
             "got 'bob'",
         ),
         (
-            "escalation:\n  levels:\n    - {level: 1, role: Lead}\n",
+            "escalation:\n  levels:\n    - {level: 1, role: Lead, pagerduty_level: 1}\n",
             "{path}:2: escalation.levels: expected exactly the levels 1, 2, 3, 4 in order",
         ),
         (

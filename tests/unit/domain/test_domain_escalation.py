@@ -78,8 +78,8 @@ escalation:
   warning: [1h, 2h, 1d]
   levels:
     - {level: 1, role: On-call, slack: [U0TEAMLEAD, S0PLATFORM], email: [lead@example.com]}
-    - {level: 2, role: EM}
-    - {level: 3, role: CTO}
+    - {level: 2, role: EM, email: [em@example.com]}
+    - {level: 3, role: CTO, slack: [U0CTO]}
     - {level: 4, role: CEO, pagerduty_level: 9}
 """
     )
