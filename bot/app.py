@@ -22,11 +22,12 @@ from bot import metrics
 from bot.actions.base import Executor
 from bot.domain.playbooks import LoadedPlaybooks
 from bot.incidents.escalation import EscalationService, Mailer, PagerDutyLevels
+from bot.incidents.routing import Background, NoticeRouter, PagerDutyEventsClient
 from bot.incidents.service import IncidentService
 from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook
 from bot.middleware import MeasureRequests
 from bot.notify.email import EmailSender
-from bot.notify.pagerduty import PagerDutyRest, pagerduty_from_settings
+from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest, pagerduty_from_settings
 from bot.remediation.flow import RemediationFlow
 from bot.scheduler import build_scheduler
 from bot.settings import Settings
@@ -53,6 +54,7 @@ def create_app(
     executors: dict[str, Executor] | None = None,
     pagerduty: PagerDutyLevels | None = None,
     mailer: Mailer | None = None,
+    events: PagerDutyEventsClient | None = None,
 ) -> Starlette:
     repo = Repository(engine)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
@@ -66,8 +68,12 @@ def create_app(
     wake = _ThreadSafeWake(outbox.wake if outbox else None)
     service = IncidentService(settings, repo, playbooks, wake_outbox=wake)
     flow = RemediationFlow(service, executors if executors is not None else {})
-    ladder = EscalationService(service, pagerduty=pagerduty, mailer=mailer)
+    background = Background()
+    ladder = EscalationService(
+        service, pagerduty=pagerduty, mailer=mailer, background=background.submit
+    )
     service.ladder = ladder
+    service.notices = NoticeRouter(repo, events, background)
     components = Components(repo, service, flow, outbox)
 
     slack_app = build_slack_app(settings, client, service, flow) if client else None
@@ -122,6 +128,7 @@ def create_app(
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
             scheduler.shutdown(wait=False)
+            await asyncio.to_thread(background.shutdown)
             if outbox is not None:
                 await outbox.stop()
             for task in tasks:
@@ -156,15 +163,17 @@ async def _connect(socket_mode: AsyncSocketModeHandler) -> None:
         log.error("slack socket mode could not connect", error=str(exc)[:300])
 
 
-def build_notifiers(settings: Settings) -> tuple[PagerDutyRest | None, EmailSender | None]:
-    """PagerDuty REST (escalation levels, notes) and email, when configured."""
-    rest, _events = pagerduty_from_settings(settings, verify=settings.pagerduty_ca_bundle or True)
+def build_notifiers(
+    settings: Settings,
+) -> tuple[PagerDutyRest | None, EmailSender | None, PagerDutyEvents | None]:
+    """PagerDuty REST (levels, notes), email, and PagerDuty Events, when configured."""
+    rest, events = pagerduty_from_settings(settings)
     mailer = (
         EmailSender(settings.smtp_url.get_secret_value(), settings.smtp_from)
         if settings.smtp_url is not None
         else None
     )
-    return rest, mailer
+    return rest, mailer, events
 
 
 class _ThreadSafeWake:

@@ -48,8 +48,8 @@ def run_server(settings: Settings) -> int:
     executors, unavailable = build_executors(settings)
     for line in unavailable:
         log.warning("remediation unavailable", reason=line)
-    pagerduty, mailer = build_notifiers(settings)
-    app = create_app(settings, engine, playbooks, executors, pagerduty, mailer)
+    pagerduty, mailer, events = build_notifiers(settings)
+    app = create_app(settings, engine, playbooks, executors, pagerduty, mailer, events)
     config = uvicorn.Config(
         app,
         host=settings.host,

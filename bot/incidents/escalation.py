@@ -51,6 +51,7 @@ class EscalationService:
         pagerduty: PagerDutyLevels | None = None,
         mailer: Mailer | None = None,
         clock: Callable[[], datetime] = utcnow,
+        background: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.service = service
         self.repo = service.repo
@@ -58,6 +59,9 @@ class EscalationService:
         self.pagerduty = pagerduty
         self.mailer = mailer
         self.clock = clock
+        # Email and PagerDuty calls leave the caller's path (a webhook, the sweep)
+        # when a background runner is given; tests may run them inline.
+        self.background = background or (lambda task: task())
 
     # -- schedule ---------------------------------------------------------------
 
@@ -208,7 +212,7 @@ class EscalationService:
             self.service.post_escalation(s, incident.id, f"{text} {people}".strip())
         self.service.wake_outbox()
         log.info("escalated", incident=incident.id, ladder_level=level, actor=actor)
-        self._notify(incident, level, config, reason, notify_pagerduty)
+        self.background(lambda: self._notify(incident, level, config, reason, notify_pagerduty))
         return True
 
     def _notify(

@@ -52,6 +52,14 @@ class Ladder(Protocol):
     def mirror_pagerduty(self, number: int) -> None: ...
 
 
+class Notices(Protocol):
+    """Routes beyond Slack (bot.incidents.routing), seen from incidents."""
+
+    def opened(self, incident: Incident) -> None: ...
+
+    def resolved(self, incident: Incident) -> None: ...
+
+
 @dataclass
 class Outcome:
     """What a handler did: for the HTTP answer, the command reply and the tests."""
@@ -77,6 +85,7 @@ class IncidentService:
         self.wake_outbox = wake_outbox
         self.channel = settings.nexus_incident_channel
         self.ladder: Ladder | None = None  # set by the composition root
+        self.notices: Notices | None = None  # set by the composition root
 
     # -- alerts ----------------------------------------------------------------
 
@@ -131,21 +140,29 @@ class IncidentService:
         outcome.new_alerts += self.repo.record_alerts(
             incident.id, [self._record(a) for a in plan.alerts]
         )
+        all_resolved = False
         with self.repo.session() as s:
             if not self._open_thread(s, incident.id, plan, actor):
-                self._follow_up(s, incident.id, from_pagerduty, lead.source.value)
-        if created and self.ladder is not None:
-            # After the thread exists, so level 1 is said in it.
-            self.ladder.start(incident.id)
+                all_resolved = self._follow_up(s, incident.id, from_pagerduty, lead.source.value)
+        if all_resolved and self.notices is not None:
+            self.notices.resolved(incident)
+        if created:
+            if self.ladder is not None:
+                # After the thread exists, so level 1 is said in it.
+                self.ladder.start(incident.id)
+            if self.notices is not None:
+                self.notices.opened(incident)
 
-    def _follow_up(self, s: Session, number: int, from_pagerduty: bool, actor: str) -> None:
-        """More alerts for an incident that already has its thread: counts, maybe resolved."""
+    def _follow_up(self, s: Session, number: int, from_pagerduty: bool, actor: str) -> bool:
+        """More alerts for an incident that already has its thread; True if now all resolved."""
         firing = self.repo.alert_counts(number).get("firing", 0)
+        resolved = False
         if not from_pagerduty and firing == 0:
-            self._transition(
+            resolved = self._transition(
                 s, number, "resolved", actor, ":white_check_mark: All alerts resolved."
             )
         self._refresh_root(s, number)
+        return resolved
 
     def _record(self, alert: Alert) -> AlertRecord:
         return AlertRecord(
@@ -211,6 +228,8 @@ class IncidentService:
         self.wake_outbox()
         if changed and status == "triggered" and self.ladder is not None:
             self.ladder.resume(number)
+        if changed and status == "resolved" and self.notices is not None:
+            self.notices.resolved(incident)
         if not changed:
             current = self.repo.get_incident(number)
             state = current.status if current else "gone"

@@ -104,12 +104,13 @@ def blocks_text(message: FakeMessage) -> str:
 
 
 def buttons(message: FakeMessage) -> list[dict[str, Any]]:
-    return [
+    """Buttons in action blocks and as section accessories."""
+    elements = [
         element
         for block in message.blocks or []
-        for element in block.get("elements", [])
-        if element.get("type") == "button"
+        for element in [*block.get("elements", []), block.get("accessory") or {}]
     ]
+    return [element for element in elements if element.get("type") == "button"]
 
 
 def wait_until_evaluated_healthy(stack: PrometheusStack, slack: FakeSlack) -> None:
