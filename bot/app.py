@@ -148,7 +148,9 @@ def create_app(
             ),
             Route(
                 "/webhooks/alertmanager",
-                AlertmanagerWebhook(service, am_token).handle,
+                AlertmanagerWebhook(
+                    service, am_token, settings.ingest_workers, settings.ingest_max_backlog
+                ).handle,
                 methods=["POST"],
             ),
         ],

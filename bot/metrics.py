@@ -39,3 +39,11 @@ FEATURE_ENABLED = Gauge(
     ["feature"],
     registry=REGISTRY,
 )
+ALERTS_INGESTED = Counter(
+    "nexus_alerts_ingested_total", "Alertmanager alerts stored.", registry=REGISTRY
+)
+INGEST_REFUSED = Counter(
+    "nexus_ingest_refused_total",
+    "Alertmanager batches answered 503 because the ingest backlog was full.",
+    registry=REGISTRY,
+)

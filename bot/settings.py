@@ -279,6 +279,11 @@ class Settings(BaseSettings):
 
     kubeconfig: str | None = None
 
+    # Alertmanager batches are stored by their own small pool, so a storm cannot
+    # hold up PagerDuty webhooks and Slack clicks; past the backlog they get 503.
+    ingest_workers: int = Field(2, ge=1, le=32)
+    ingest_max_backlog: int = Field(64, ge=1, le=10000)
+
     # How long an outbox delivery is claimed: after a crash, a message whose
     # fate is unknown is retried once this has passed. Slack calls time out sooner.
     outbox_lease_seconds: float = Field(60.0, ge=2, le=3600)

@@ -9,6 +9,7 @@ still a 202 (PagerDuty disables webhooks that keep getting 4xx).
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bot import metrics
 from bot.domain.alerts import PayloadError, parse_alertmanager
 from bot.incidents.pagerduty import handle_pagerduty_event
 from bot.incidents.service import IncidentService
@@ -68,9 +70,27 @@ class PagerDutyWebhook:
 
 
 class AlertmanagerWebhook:
-    def __init__(self, service: IncidentService, token: str | None) -> None:
+    """Bulk alerts: stored in their own lane with a bounded backlog.
+
+    Batches run on a dedicated thread pool (PagerDuty webhooks and Slack
+    requests use the default one, so a storm does not queue in front of them).
+    When `max_backlog` batches are already waiting or being stored, the next
+    is refused with 503 and Retry-After: Alertmanager retries 5xx, so nothing
+    is lost, and nothing is ever answered 202 before it is durable.
+    """
+
+    def __init__(
+        self,
+        service: IncidentService,
+        token: str | None,
+        workers: int = 2,
+        max_backlog: int = 64,
+    ) -> None:
         self.service = service
         self.token = token
+        self.lane = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+        self.max_backlog = max_backlog
+        self.backlog = 0  # touched only on the event loop
 
     async def handle(self, request: Request) -> Response:
         if not self.token:
@@ -92,9 +112,21 @@ class AlertmanagerWebhook:
             return JSONResponse({"error": str(exc)}, status_code=400)
         if not alerts:
             return accepted(incidents=[], alerts=0)
+        if self.backlog >= self.max_backlog:
+            metrics.INGEST_REFUSED.inc()
+            return JSONResponse(
+                {"error": f"ingest backlog full ({self.backlog} batches); retry shortly"},
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
+        self.backlog += 1
         try:
-            outcome = await asyncio.to_thread(self.service.ingest_alerts, alerts)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self.lane, self.service.ingest_alerts, alerts)
         except sa.exc.SQLAlchemyError as exc:
             log.error("alertmanager batch not stored", error=str(exc).splitlines()[0])
             return DATABASE_DOWN
+        finally:
+            self.backlog -= 1
+        metrics.ALERTS_INGESTED.inc(len(alerts))
         return accepted(incidents=outcome.incidents, alerts=len(alerts), new=outcome.new_alerts)
