@@ -184,7 +184,7 @@ class IncidentService:
         incident = s.get(Incident, number)
         assert incident is not None
         view = incident_view(
-            incident, self.playbooks, self.settings, self.repo.alert_counts(number)
+            incident, self.playbooks, self.settings, self.repo.alert_summary(number)
         )
         text, blocks = root_message(view)
         enqueue_root_post(s, number, self.channel, text, blocks)
@@ -273,8 +273,8 @@ class IncidentService:
         incident = s.get(Incident, number, populate_existing=True)
         if incident is None or incident.slack_channel is None:
             return
-        counts = self.repo.alert_counts(number)
-        text, blocks = root_message(incident_view(incident, self.playbooks, self.settings, counts))
+        summary = self.repo.alert_summary(number)
+        text, blocks = root_message(incident_view(incident, self.playbooks, self.settings, summary))
         enqueue_root_update(s, number, incident.slack_channel, text, blocks)
 
     def _reply(self, s: Session, number: int, text: str) -> None:

@@ -8,10 +8,11 @@ from bot.domain.playbooks import GENERIC_TRIAGE, LoadedPlaybooks
 from bot.settings import Settings
 from bot.slack.blocks import IncidentView, root_blocks, root_text, to_json
 from bot.store.models import Incident
+from bot.store.repository import AlertSummary
 
 
 def incident_view(
-    incident: Incident, playbooks: LoadedPlaybooks, settings: Settings, counts: dict[str, int]
+    incident: Incident, playbooks: LoadedPlaybooks, settings: Settings, summary: AlertSummary
 ) -> IncidentView:
     playbook = playbooks.get(incident.playbook_id) or GENERIC_TRIAGE
     levels = {level.level: level.role for level in settings.escalation.levels}
@@ -27,8 +28,11 @@ def incident_view(
         escalation_role=levels.get(incident.escalation_level),
         service=labels.get("service"),
         pagerduty_url=incident.pagerduty_url,
-        firing=counts.get("firing", 0),
-        resolved=counts.get("resolved", 0),
+        firing=summary.firing,
+        resolved=summary.resolved,
+        first_seen=summary.first_seen,
+        last_seen=summary.last_seen,
+        top_labels=tuple(summary.top_labels),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -81,6 +82,9 @@ class IncidentView:
     pagerduty_url: str | None = None
     firing: int = 0
     resolved: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    top_labels: tuple[tuple[str, str, int], ...] = ()
 
 
 def root_blocks(view: IncidentView) -> list[Block]:

@@ -126,6 +126,7 @@ OUTBOX_DELIVERY_SECONDS = Histogram(
 _OUTBOX = cast(sa.Table, OutboxMessage.__table__)
 _INCIDENTS = cast(sa.Table, Incident.__table__)
 _WAKE_KEY = "nexus_outbox_wake_pending"
+ROOT_EDIT_INTERVAL = timedelta(seconds=3)
 
 
 def _root_key(incident_id: int) -> str:
@@ -165,6 +166,7 @@ def _insert(
     incident_id: int | None = None,
     coalesce_key: str | None = None,
     thread_ts: str | None = None,
+    not_before: datetime | None = None,
 ) -> None:
     now = utcnow()
     session.execute(
@@ -177,7 +179,7 @@ def _insert(
             payload=payload,
             state="pending",
             attempts=0,
-            next_attempt_at=now,
+            next_attempt_at=max(now, not_before) if not_before is not None else now,
             created_at=now,
         )
     )
@@ -282,6 +284,16 @@ def enqueue_root_update(
         if cast(sa.CursorResult[Any], result).rowcount == 1:
             _wake_after_commit(session)
             return
+    # A root is edited at most once per ROOT_EDIT_INTERVAL: in a storm, the edits
+    # that arrive meanwhile coalesce into this row instead of becoming calls.
+    last_edit = session.execute(
+        sa.select(sa.func.max(_OUTBOX.c.sent_at)).where(
+            _OUTBOX.c.incident_id == incident_id,
+            _OUTBOX.c.state == "sent",
+            _OUTBOX.c.coalesce_key.in_([_root_key(incident_id), _update_key(incident_id)]),
+        )
+    ).scalar_one_or_none()
+    not_before = last_edit + ROOT_EDIT_INTERVAL if last_edit is not None else None
     _insert(
         session,
         channel=_incident_channel(session, incident_id, channel),
@@ -289,6 +301,7 @@ def enqueue_root_update(
         payload=content,
         incident_id=incident_id,
         coalesce_key=_update_key(incident_id),
+        not_before=not_before,
     )
 
 

@@ -17,6 +17,7 @@ Concurrency rules used throughout:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,6 +76,15 @@ class AlertRecord:
 
 def _rowcount(result: sa.Result[Any]) -> int:
     return cast(sa.CursorResult[Any], result).rowcount
+
+
+@dataclass(frozen=True)
+class AlertSummary:
+    firing: int
+    resolved: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    top_labels: list[tuple[str, str, int]]
 
 
 class Repository:
@@ -335,6 +345,34 @@ class Repository:
             for status, count in s.execute(query):
                 counts[status] = count
         return counts
+
+    def alert_summary(self, incident_id: int, sample: int = 200) -> AlertSummary:
+        """Counts, first and last seen, and the commonest labels of recent alerts."""
+        counts = self.alert_counts(incident_id)
+        with self._read() as s:
+            first, last = s.execute(
+                sa.select(sa.func.min(Alert.first_seen_at), sa.func.max(Alert.last_seen_at)).where(
+                    Alert.incident_id == incident_id
+                )
+            ).one()
+            recent = s.scalars(
+                sa.select(Alert.labels)
+                .where(Alert.incident_id == incident_id)
+                .order_by(Alert.last_seen_at.desc())
+                .limit(sample)
+            ).all()
+        tally: Counter[tuple[str, str]] = Counter()
+        for labels in recent:
+            tally.update((str(k), str(v)) for k, v in (labels or {}).items())
+        # Labels every alert shares say nothing about the spread; show those that differ.
+        varied = [(k, v, n) for (k, v), n in tally.most_common() if n < len(recent)]
+        return AlertSummary(
+            firing=counts.get("firing", 0),
+            resolved=counts.get("resolved", 0),
+            first_seen=first,
+            last_seen=last,
+            top_labels=varied[:3],
+        )
 
     def remember_delivery(self, source: str, delivery_id: str, now: datetime | None = None) -> bool:
         """True the first time a (source, delivery_id) is seen, False for a retry."""

@@ -82,14 +82,15 @@ def test_triggered_then_acknowledged_is_one_thread(bot: BotProcess, slack: FakeS
 def test_redelivered_webhook_has_no_second_effect(bot: BotProcess, slack: FakeSlack) -> None:
     payload = load("pagerduty-incident-triggered.json")
     assert bot.pagerduty(payload, webhook_id="wh-same").status_code == 202
-    slack.wait_for(lambda: len(slack.messages(CHANNEL)) >= 3)
+    # Root, playbook intro, playbook, and "Level 1 — Team lead".
+    slack.wait_for(lambda: len(slack.messages(CHANNEL)) >= 4)
     again = bot.pagerduty(payload, webhook_id="wh-same")
     assert again.status_code == 202 and again.json()["duplicate"] is True
     # A redelivery with a new id (PagerDuty does that too) is still the same incident.
     assert bot.pagerduty(payload, webhook_id="wh-other").status_code == 202
     time.sleep(1.5)
     assert len(slack.roots(CHANNEL)) == 1
-    assert len(slack.calls("chat.postMessage", ok=True)) == 3
+    assert len(slack.calls("chat.postMessage", ok=True)) == 4
 
 
 def test_resolved_for_an_unknown_incident_is_recorded_not_posted(

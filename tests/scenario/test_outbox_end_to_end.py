@@ -18,8 +18,9 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((DATA / name).read_text())
 
 
-def texts_posted(slack: FakeSlack) -> Counter[str]:
-    return Counter(m.text or "" for m in slack.messages(CHANNEL))
+def texts_posted(slack: FakeSlack) -> Counter[tuple[str, str]]:
+    """Each message by (thread, text): two incidents may say the same words."""
+    return Counter((m.thread_ts or m.ts, m.text or "") for m in slack.messages(CHANNEL))
 
 
 def test_slack_500s_then_429s_every_message_once(database_url: str) -> None:
@@ -30,11 +31,11 @@ def test_slack_500s_then_429s_every_message_once(database_url: str) -> None:
         try:
             assert bot.pagerduty(load("pagerduty-incident-triggered.json")).status_code == 202
             assert bot.alertmanager(load("alertmanager-frenly-ai.json")).status_code == 202
-            # Two incidents: each a root, an intro and the playbook.
-            slack.wait_for(lambda: len(slack.messages(CHANNEL)) >= 6, timeout=40)
+            # Two critical incidents: each a root, an intro, the playbook and level 1.
+            slack.wait_for(lambda: len(slack.messages(CHANNEL)) >= 8, timeout=40)
             time.sleep(1.5)
             counts = texts_posted(slack)
-            assert len(slack.messages(CHANNEL)) == 6
+            assert len(slack.messages(CHANNEL)) == 8
             assert all(n == 1 for n in counts.values()), counts
             assert len(slack.roots(CHANNEL)) == 2
             failed = [c for c in slack.calls("chat.postMessage") if not c.ok]
@@ -61,11 +62,11 @@ def test_killed_mid_outbox_delivers_after_restart_once(database_url: str) -> Non
         ).start()
         try:
             # The dead process's claim has to lapse before the row is retried.
-            slack.wait_for(lambda: len(slack.messages(CHANNEL)) >= 3, timeout=30)
+            slack.wait_for(lambda: len(slack.messages(CHANNEL)) >= 4, timeout=30)
             time.sleep(1.5)
             counts = texts_posted(slack)
-            assert len(slack.messages(CHANNEL)) == 3, counts
+            assert len(slack.messages(CHANNEL)) == 4, counts
             assert all(n == 1 for n in counts.values()), counts
-            assert len(slack.thread(CHANNEL, slack.roots(CHANNEL)[0].ts)) == 2
+            assert len(slack.thread(CHANNEL, slack.roots(CHANNEL)[0].ts)) == 3
         finally:
             second.stop()
