@@ -9,7 +9,6 @@ changes nothing twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 
@@ -25,6 +24,7 @@ from bot.slack.blocks import (
     escape,
 )
 from bot.slack.commands import HELP, CommandError, IncidentCommand, parse_incident_command
+from bot.slack.payloads import incident_number
 from bot.slack.remediation import register_remediation_listeners
 from bot.store.models import Incident
 
@@ -96,20 +96,6 @@ def register_listeners(app: AsyncApp, service: IncidentService, flow: Remediatio
 async def _tell_if_unchanged(respond: AsyncRespond, outcome: Outcome) -> None:
     if not outcome.changed:
         await respond(text=outcome.message, response_type="ephemeral", replace_original=False)
-
-
-def button_value(body: dict[str, Any]) -> dict[str, Any]:
-    actions = body.get("actions") or [{}]
-    try:
-        value = json.loads(actions[0].get("value") or "{}")
-    except (json.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def incident_number(body: dict[str, Any]) -> int | None:
-    number = button_value(body).get("i")
-    return number if isinstance(number, int) and number > 0 else None
 
 
 class CommandRunner:

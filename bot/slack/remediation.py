@@ -24,6 +24,7 @@ from bot.remediation.cards import ACTION_APPROVE, ACTION_DENY, ACTION_UNDO
 from bot.remediation.flow import FlowAnswer, RemediationFlow
 from bot.remediation.policy import expand_approvers
 from bot.slack.blocks import ACTION_REQUEST_REMEDIATION
+from bot.slack.payloads import button_value
 
 log = structlog.get_logger("bot.slack.remediation")
 
@@ -40,7 +41,7 @@ def register_remediation_listeners(app: AsyncApp, flow: RemediationFlow) -> None
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         await ack()
-        value = _value(body)
+        value = button_value(body)
         number, playbook_id, step_id = (
             value.get("i"),
             str(value.get("p", "")),
@@ -80,7 +81,7 @@ def register_remediation_listeners(app: AsyncApp, flow: RemediationFlow) -> None
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         await ack()
-        request_id = _value(body).get("r")
+        request_id = button_value(body).get("r")
         if not isinstance(request_id, int):
             await _tell(respond, "That card is not attached to a remediation.")
             return
@@ -94,7 +95,7 @@ def register_remediation_listeners(app: AsyncApp, flow: RemediationFlow) -> None
     @app.action(ACTION_DENY)
     async def deny(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        request_id = _value(body).get("r")
+        request_id = button_value(body).get("r")
         meta = {"r": request_id, "u": body.get("response_url", "")}
         await client.views_open(trigger_id=body["trigger_id"], view=deny_modal(meta))
 
@@ -115,7 +116,7 @@ def register_remediation_listeners(app: AsyncApp, flow: RemediationFlow) -> None
     @app.action(ACTION_UNDO)
     async def undo(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        request_id = _value(body).get("r")
+        request_id = button_value(body).get("r")
         if not isinstance(request_id, int):
             return
         answer = await asyncio.to_thread(flow.request_undo, request_id, body["user"]["id"])
@@ -203,15 +204,6 @@ def _submitted_values(view: dict[str, Any]) -> dict[str, str]:
         for block_id, inputs in values.items()
         if block_id.startswith("param-")
     }
-
-
-def _value(body: dict[str, Any]) -> dict[str, Any]:
-    actions = body.get("actions") or [{}]
-    try:
-        value = json.loads(actions[0].get("value") or "{}")
-    except (json.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _channel(body: dict[str, Any]) -> str:

@@ -737,51 +737,6 @@ class Repository:
             )
             return list(s.scalars(query))
 
-    def record_escalation_step(
-        self,
-        incident_id: int,
-        level: int,
-        actor: str,
-        epoch: int = 0,
-        reason: str | None = None,
-        next_escalation_at: datetime | None = None,
-        now: datetime | None = None,
-    ) -> bool:
-        """Claim firing ``level`` of the ladder; False if it already fired in this epoch.
-
-        On success the incident's escalation_level and next_escalation_at are
-        updated in the same transaction, so the scheduler state cannot drift.
-        """
-        now = now or utcnow()
-        table = cast(sa.Table, EscalationStep.__table__)
-        claim = (
-            self._insert(table)
-            .values(
-                incident_id=incident_id,
-                level=level,
-                epoch=epoch,
-                fired_at=now,
-                actor=actor,
-                reason=reason,
-            )
-            .on_conflict_do_nothing(
-                index_elements=[table.c.incident_id, table.c.level, table.c.epoch]
-            )
-            .returning(table.c.id)
-        )
-        with self.session() as s:
-            if s.scalar(claim) is None:
-                return False
-            s.execute(
-                sa.update(Incident)
-                .where(Incident.id == incident_id)
-                .values(escalation_level=level, next_escalation_at=next_escalation_at)
-                .execution_options(synchronize_session=False)
-            )
-            detail = {"level": level, "epoch": epoch, "reason": reason}
-            append_audit(s, actor, "escalation.fired", incident_id, detail, at=now)
-            return True
-
     # -- audit -------------------------------------------------------------
 
     def audit(

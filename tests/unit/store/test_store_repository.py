@@ -299,18 +299,35 @@ def test_execution_happens_once(repo: Repository, race: Race, engine: sa.Engine)
 # -- escalation and audit ------------------------------------------------------
 
 
+def _climb(repo: Repository, number: int, to_level: int, epoch: int = 0, **kw: object) -> bool:
+    """One ladder step from the incident's current state, as the sweep takes it."""
+    row = repo.get_incident(number)
+    assert row is not None
+    with repo.session() as s:
+        return repo.claim_escalation(
+            s,
+            number,
+            row.escalation_level,
+            to_level,
+            row.next_escalation_at,
+            kw.get("next_at"),  # type: ignore[arg-type]
+            "scheduler",
+            "test",
+            epoch=epoch,
+            require_triggered=False,
+        )
+
+
 def test_escalation_step_fires_once_per_epoch(repo: Repository, race: Race) -> None:
     incident, _ = _open(repo)
     nxt = T0 + timedelta(minutes=10)
-    fired = race(
-        4,
-        lambda _i: repo.record_escalation_step(incident.id, 2, "scheduler", next_escalation_at=nxt),
-    )
+    fired = race(4, lambda _i: _climb(repo, incident.id, 2, next_at=nxt))
     assert sum(fired) == 1
     row = repo.get_incident(incident.id)
     assert row is not None
     assert (row.escalation_level, row.next_escalation_at) == (2, nxt)
-    assert repo.record_escalation_step(incident.id, 2, "scheduler", epoch=1)
+    assert not _climb(repo, incident.id, 2)  # level 2 of epoch 0 is taken
+    assert _climb(repo, incident.id, 2, epoch=1)
     # Resolving stops the ladder.
     assert repo.set_incident_status(incident.id, "resolved", "U1")
     row = repo.get_incident(incident.id)
