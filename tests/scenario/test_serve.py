@@ -42,6 +42,20 @@ class Bot:
 
 
 def start_bot(database_url: str, **env: str) -> Bot:
+    """Start `nexus-bot serve`; a port another process took meanwhile is retried."""
+    for _ in range(2):
+        try:
+            return _start_bot(database_url, **env)
+        except PortTaken:
+            continue
+    return _start_bot(database_url, **env)
+
+
+class PortTaken(Exception):
+    pass
+
+
+def _start_bot(database_url: str, **env: str) -> Bot:
     port = free_port()
     environ = {
         **os.environ,
@@ -65,6 +79,8 @@ def start_bot(database_url: str, **env: str) -> Bot:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             code, err = bot.stop()
+            if "address already in use" in err:
+                raise PortTaken(err)
             raise AssertionError(f"bot exited early with {code}: {err}")
         try:
             if httpx.get(f"{bot.url}/healthz", timeout=1).status_code == 200:

@@ -30,6 +30,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PortTaken(Exception):
+    """Another process bound the free port between our check and the bot's bind."""
+
+
 class BotProcess:
     """A `nexus-bot serve` subprocess on a free port."""
 
@@ -54,7 +58,18 @@ class BotProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""
 
-    def start(self) -> BotProcess:
+    def start(self, attempts: int = 3) -> BotProcess:
+        """Start and wait until healthy; a port taken meanwhile is retried on another."""
+        for _ in range(attempts - 1):
+            try:
+                return self._start()
+            except PortTaken:
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.env["PORT"] = str(self.port)
+        return self._start()
+
+    def _start(self) -> BotProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve"],
             cwd=REPO_ROOT,
@@ -66,7 +81,10 @@ class BotProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"bot exited: {self.proc.communicate()[1]}")
+                err = self.proc.communicate()[1]
+                if "address already in use" in err:
+                    raise PortTaken(err)
+                raise AssertionError(f"bot exited: {err}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
