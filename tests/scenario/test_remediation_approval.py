@@ -329,3 +329,55 @@ def test_an_unapproved_request_expires(stage: Stage, tmp_path: Path) -> None:
     # The step can be requested again once the old request is over.
     again = stage.request("scale-to-zero", user="U0BOB")
     assert "#2" in again["text"]
+
+
+def test_protected_branch_gets_a_revert_pull_request(stage: Stage) -> None:
+    stage.remote.protect("main")
+    before = stage.remote.head()
+    stage.request("revert-ai-commit")
+    stage.wait_reply("approval.approve")
+    answer = stage.click("approval.approve", {"r": 1}, "U0BOB", "protected")
+    assert "done" in json.dumps(answer["blocks"]), answer
+    assert stage.remote.head() == before  # nothing pushed to the protected branch
+    assert any(b.startswith("revert/") for b in stage.remote.branches())
+    pulls = stage.github.pulls(REPO)
+    opened = [p for p in pulls if p.number != 318]
+    assert len(opened) == 1 and opened[0].base_ref == "main"
+    assert opened[0].head_ref.startswith("revert/")
+
+
+def test_targets_outside_the_allow_list_are_refused(stage: Stage) -> None:
+    hostile = frenly_alert(stage.bad_commit)
+    hostile["groupKey"] = '{}:{alertname="FrenlyAIDangerousEdit", hostile="yes"}'
+    hostile["alerts"][0]["fingerprint"] = "hostile"
+    hostile["alerts"][0]["labels"].update(namespace="kube-system", deployment="coredns")
+    hostile["commonLabels"].update(namespace="kube-system", deployment="coredns")
+    assert stage.bot.alertmanager(hostile).status_code == 202
+    value = {"p": "frenly-ai-dangerous-edit", "s": "scale-to-zero", "i": 2}
+    answer = stage.click("remediation.request.scale-to-zero", value, "U0ALICE", "hostile")
+    assert "Refused" in answer["text"] and "kube-system/coredns" in answer["text"]
+    assert stage.kube.patches() == []  # not even a dry run
+    assert "remediation.refused" in stage.bot.command("timeline 2").json()["text"]
+
+
+def test_forged_and_replayed_approvals_change_nothing(stage: Stage) -> None:
+    forged = stage.click("approval.approve", {"r": 999}, "U0BOB", "forged")
+    assert "no remediation #999" in forged["text"]
+    junk = stage.bot.click(
+        "approval.approve", "not json", user="U0BOB", response_url=stage.slack.response_url("junk")
+    )
+    assert junk.status_code == 200
+    told = stage.slack.wait_for(lambda: stage.slack.responses("junk"), timeout=10)[0]
+    assert "not attached to a remediation" in told["text"]
+    stage.request("scale-to-zero")
+    stage.wait_reply("approval.approve")
+    first = stage.click("approval.approve", {"r": 1}, "U0BOB", "first")
+    assert "done" in json.dumps(first["blocks"])
+    replay = stage.click("approval.approve", {"r": 1}, "U0BOB", "replay")
+    assert "already succeeded" in replay["text"]
+    assert stage.real_patches() == 1
+    # A signed payload is the only way in: a forged signature is refused outright.
+    forged_signature = stage.bot.slack(
+        {"payload": json.dumps({"type": "block_actions"})}, secret="guess"
+    )
+    assert forged_signature.status_code == 401
