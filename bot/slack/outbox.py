@@ -26,7 +26,9 @@ Guarantees and how they are kept:
   on the newest pending root/update row of the incident; if that fails (the
   row is being sent), a new update row is inserted.
 * **Order.** Per incident, a pending root post goes first; the other rows go
-  in id order and only once ``incidents.slack_root_ts`` exists. Only the head
+  in id order and only once ``incidents.slack_root_ts`` exists. Across
+  incidents of a paced channel, root posts go before replies and updates
+  (PagerDuty's first), so a new incident shows up before details of old ones. Only the head
   row of an incident is ever eligible, so a reply never overtakes the root or
   an earlier reply, and a row in backoff holds back its incident only.
   Messages without an incident are ordered per channel the same way.
@@ -350,6 +352,15 @@ class _Candidate:
     method: str
     channel: str  # pacing key
     attempts: int
+    rank: int = 2  # lower goes first within a channel; see _rank
+
+
+def _rank(kind: str, source: str | None) -> int:
+    """What a channel sends first when it is paced: a new incident must be seen
+    before more details of old ones, and an incident that pages (PagerDuty) first."""
+    if kind == "root":
+        return 0 if source == "pagerduty" else 1
+    return 2
 
 
 @dataclass(frozen=True)
@@ -638,6 +649,7 @@ class OutboxWorker:
                 o.c.next_attempt_at,
                 i.c.slack_channel,
                 i.c.slack_root_ts,
+                i.c.source,
             )
             .select_from(o.outerjoin(i, i.c.id == o.c.incident_id))
             .where(o.c.state == "pending")
@@ -678,9 +690,17 @@ class OutboxWorker:
             if kind in ("reply", "update") and row.slack_channel:
                 channel = row.slack_channel
             candidates.append(
-                _Candidate(row.id, row.incident_id, kind, row.method, channel, row.attempts)
+                _Candidate(
+                    row.id,
+                    row.incident_id,
+                    kind,
+                    row.method,
+                    channel,
+                    row.attempts,
+                    _rank(kind, row.source),
+                )
             )
-        candidates.sort(key=lambda c: c.id)
+        candidates.sort(key=lambda c: (c.rank, c.id))
         return candidates
 
     def _claim(self, cand: _Candidate) -> _Claimed | None:

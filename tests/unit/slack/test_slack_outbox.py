@@ -411,3 +411,28 @@ async def test_pacing_is_per_channel(sqlite_engine: sa.Engine, slack: FakeSlack)
     assert at[-1] - at[0] < 2.8
     assert slack.texts("C1") == [f"a{i}" for i in range(10)]
     assert slack.texts("C2") == [f"b{i}" for i in range(10)]
+
+
+async def test_new_incidents_go_before_details_of_old_ones_pagerduty_first(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    old = new_incident()
+    with repo.session() as s:
+        enqueue_root_post(s, old, "C1", "old root", section("old root"))
+    async with running(make_worker(engine, slack)):
+        await slack.wait_for_async(lambda: slack.roots("C1"))
+    paged, _ = repo.open_incident(
+        key="paged", source="pagerduty", title="t", severity="critical", playbook_id="p", labels={}
+    )
+    quiet = new_incident()
+    with repo.session() as s:
+        for i in range(4):
+            enqueue_thread_reply(s, old, "C1", f"old detail {i}")
+        enqueue_root_post(s, quiet, "C1", "alertmanager root", section("am"))
+        enqueue_root_post(s, paged.id, "C1", "pagerduty root", section("pd"))
+    async with running(make_worker(engine, slack)):
+        await slack.wait_for_async(lambda: len(slack.messages("C1")) == 7, timeout=15)
+    order = [m.text for m in slack.messages("C1")][1:]
+    # Paced at ~1/s, the channel shows the new incidents first, the paging one first of all.
+    assert order[:2] == ["pagerduty root", "alertmanager root"]
+    assert order[2:] == [f"old detail {i}" for i in range(4)]
