@@ -1,8 +1,8 @@
-"""`nexus-bot serve`: the composition root.
+"""`nexus-bot serve`: settings → database (migrations applied) → playbooks,
+executors and notifiers → the app (bot/app.py, the composition root) → uvicorn.
 
-Settings → database (migrations applied) → Starlette app → uvicorn. uvicorn
-handles SIGTERM/SIGINT: it stops accepting connections, lets requests in
-flight finish, runs the lifespan shutdown, and the process exits 0.
+uvicorn handles SIGTERM/SIGINT: it stops accepting connections, lets requests
+in flight finish, runs the lifespan shutdown, and the process exits 0.
 """
 
 from __future__ import annotations
