@@ -187,7 +187,8 @@ def test_record_alerts_large_batch_is_statement_batched(
         batch = [_alert(f"fp-{i}") for i in range(250, 1250)]
         assert repo.record_alerts(incident.id, batch) == 750
         upserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO ALERTS")]
-        assert len(upserts) == 2
+        # Pages of many rows (SQLAlchemy's insertmanyvalues), never a statement per alert.
+        assert 1 <= len(upserts) <= 2
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
     assert repo.alert_counts(incident.id) == {"firing": 1250, "resolved": 0}
