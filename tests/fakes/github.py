@@ -35,18 +35,18 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import jwt
 from aiohttp import web
+
+from tests.fakes.background import BackgroundServer
 
 DEFAULT_TOKEN = "ghp_fakeGitHubToken0000000000000000000000"
 _NOW = "2026-01-01T00:00:00Z"
@@ -81,7 +81,9 @@ class FakePull:
     comments: list[str] = field(default_factory=list)
 
 
-class FakeGitHub:
+class FakeGitHub(BackgroundServer):
+    thread_name = "fake-github"
+
     def __init__(
         self,
         *,
@@ -101,54 +103,15 @@ class FakeGitHub:
         self._pulls: dict[tuple[str, int], FakePull] = {}
         self._repos: set[str] = set()
         self._issued: dict[str, int] = {}  # installation token -> installation id
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        super().__init__()
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> FakeGitHub:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-github", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        asyncio.run_coroutine_threadsafe(self._start_server(), loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def _start_server(self) -> None:
+    def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=50 * 1024 * 1024)
         app.router.add_route("*", "/git/{tail:.*}", self._handle_git)
         app.router.add_route("*", "/{tail:.*}", self._handle_api)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
+        return app
 
     @property
     def url(self) -> str:

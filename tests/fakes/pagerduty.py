@@ -33,13 +33,11 @@ real service.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import ipaddress
 import itertools
 import json
-import socket
 import ssl
 import tempfile
 import threading
@@ -47,7 +45,6 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -55,6 +52,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.fakes.background import BackgroundServer
 
 DEFAULT_TOKEN = "u+FakePagerDutyToken0001"
 DEFAULT_ROUTING_KEY = "R0FAKEPAGERDUTYROUTINGKEY0000001"  # 32 characters, as PagerDuty's
@@ -218,7 +217,9 @@ class _Fault:
     api: str | None  # rest | events | None (both)
 
 
-class FakePagerDuty:
+class FakePagerDuty(BackgroundServer):
+    thread_name = "fake-pagerduty"
+
     def __init__(
         self,
         *,
@@ -243,56 +244,17 @@ class FakePagerDuty:
         self._faults: list[_Fault] = []
         self._ids = itertools.count(1)
 
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        super().__init__()
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> FakePagerDuty:
-        if self._thread is not None:
-            raise RuntimeError("FakePagerDuty already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-pagerduty", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        asyncio.run_coroutine_threadsafe(self._start_server(), loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakePagerDuty:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def _start_server(self) -> None:
+    def _build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        # Bind first, then serve: the port is known without a race.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(runner, sock, ssl_context=self.ca.server_context()).start()
-        self._runner = runner
+        return app
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        return self.ca.server_context()
 
     @property
     def url(self) -> str:
