@@ -40,19 +40,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from tests.fakes.background import BackgroundServer
 from tests.fakes.slack import FakeSlack
 
 T = TypeVar("T")
@@ -130,7 +129,9 @@ class Ack:
         return "payload" in self.message
 
 
-class FakeSlackSocket:
+class FakeSlackSocket(BackgroundServer):
+    thread_name = "fake-slack-socket"
+
     def __init__(
         self,
         slack: FakeSlack,
@@ -154,46 +155,12 @@ class FakeSlackSocket:
         self._envelopes: dict[str, Envelope] = {}
         self._acks: list[Ack] = []
 
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._port: int | None = None
+        super().__init__()
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> FakeSlackSocket:
-        if self._thread is not None:
-            raise RuntimeError("FakeSlackSocket already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-slack-socket", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        asyncio.run_coroutine_threadsafe(self._start_server(), loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._stop_server(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = self._runner = self._session = None
-
-    def __enter__(self) -> FakeSlackSocket:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def _start_server(self) -> None:
+    def _build_app(self) -> web.Application:
         # No timeout: FakeSlack may hold a call on purpose (hold_next).
         self._session = aiohttp.ClientSession(
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
@@ -203,24 +170,17 @@ class FakeSlackSocket:
         app.router.add_get("/link", self._handle_link)
         app.router.add_get("/link/", self._handle_link)
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
+        return app
 
-    async def _stop_server(self) -> None:
+    async def _on_stop(self) -> None:
         with self._lock:
             sockets = list(self._sockets.values())
         for ws in sockets:
             with contextlib.suppress(Exception):
                 await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server stopping")
-        if self._runner is not None:
-            await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
     @property
     def base(self) -> str:
