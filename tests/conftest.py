@@ -67,7 +67,7 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
                 ),
                 {"name": name},
             )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 

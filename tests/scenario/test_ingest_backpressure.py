@@ -135,7 +135,7 @@ def test_database_down_is_503_never_202(
                 ),
                 {"n": name},
             )
-            conn.execute(sa.text(f'DROP DATABASE "{name}"'))
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
         answer = bot.alertmanager(big_batch(1, 3))
         assert answer.status_code == 503

@@ -142,7 +142,7 @@ def test_readyz_is_503_when_the_database_goes_away(postgres_url: str, postgres_s
                 ),
                 {"n": name},
             )
-            conn.execute(sa.text(f'DROP DATABASE "{name}"'))
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
         answer = httpx.get(f"{bot.url}/readyz", timeout=15)
         assert answer.status_code == 503
