@@ -800,6 +800,30 @@ async def run_storm(
     return result
 
 
+def wait_for_applied(db: Database, first_send: float, timeout: float) -> dict[str, Any]:
+    """Until the bot's inbox holds nothing pending: every accepted body applied to incidents.
+
+    The 202 means "stored durably"; applying (grouping into incidents, threads,
+    escalation) follows on the bot's inbox worker. This times that second step.
+    """
+    deadline = time.monotonic() + timeout
+    pending = -1
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            pending = int(db.query("SELECT count(*) FROM inbox WHERE state = 'pending'")[0][0])
+        if pending == 0:
+            break
+        time.sleep(0.02)
+    now = time.monotonic()
+    failed = int(db.query("SELECT count(*) FROM inbox WHERE state = 'failed'")[0][0])
+    return {
+        "applied": pending == 0,
+        "after_first_send_s": round(now - first_send, 3),
+        "inbox_pending": pending,
+        "inbox_failed": failed,
+    }
+
+
 def wait_for_drain(
     db: Database, slack: FakeSlack, titles: list[str], bot: Bot, timeout: float
 ) -> dict[str, Any]:
@@ -895,6 +919,11 @@ def analyse(
                 "max": _ms(max(lat) if lat else None),
                 "mean": _ms(sum(lat) / len(lat) if lat else None),
             },
+            # Where the tail sits in the storm: (ms after the first send, ack ms).
+            "slowest": [
+                [_ms(s.start - storm.first_send), _ms(s.end - s.start)]
+                for s in sorted(sends, key=lambda s: s.start - s.end)[:5]
+            ],
         }
     am = by_ep.get("alertmanager", [])
     am_ok = [s for s in am if s.status == "202"]
@@ -1084,12 +1113,18 @@ def print_report(report: dict[str, Any]) -> None:
         f"bot CPU {s['bot_cpu_s_during_storm']} s, bench CPU "
         f"{s['bench_process_cpu_s_during_storm']} s"
     )
+    ap = r["applied"]
+    print(
+        f"applied to incidents (inbox empty) {ap['after_first_send_s']} s after the first send"
+        f" = {ap['alerts_per_second']} alerts/s; inbox failed rows {ap['inbox_failed']}"
+    )
     for ep, d in r["endpoints"].items():
         a = d["ack_ms"]
         print(
             f"  {ep:<13} {d['requests']:4d} requests  statuses {d['status_counts']}  "
             f"ack p50 {a['p50']} ms  p99 {a['p99']} ms  max {a['max']} ms"
         )
+        print(f"  {'':<13} slowest [ms after first send, ack ms]: {d['slowest']}")
     sl = r["slack"]
     print(
         f"slack: {sl['calls_total']} calls {sl['calls_by_method']}; 429s {sl['http_429']}; "
@@ -1206,9 +1241,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(at most {args.drain_timeout:.0f} s)…",
             flush=True,
         )
+        applied = wait_for_applied(db, storm.first_send, args.drain_timeout)
         drain = wait_for_drain(db, slack, plan.pd_titles, bot, args.drain_timeout)
         peak = proc_status(bot.pid).get("VmHWM", 0)
         results = analyse(storm, plan, slack, db, peak, cpu1 - cpu0, bench1 - bench0)
+        results["applied"] = applied | {
+            "alerts_per_second": round(args.alerts / max(1e-9, applied["after_first_send_s"]), 1),
+        }
         report: dict[str, Any] = {
             "benchmark": "bench/storm.py",
             "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -24,7 +24,8 @@ from bot.domain.playbooks import LoadedPlaybooks
 from bot.incidents.escalation import EscalationService, Mailer, PagerDutyLevels
 from bot.incidents.routing import Background, NoticeRouter, PagerDutyEventsClient
 from bot.incidents.service import IncidentService
-from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook
+from bot.ingest.inbox import Inbox, InboxWorker
+from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook, inbox_appliers
 from bot.middleware import MeasureRequests
 from bot.notify.email import EmailSender
 from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest, pagerduty_from_settings
@@ -74,6 +75,8 @@ def create_app(
     )
     service.ladder = ladder
     service.notices = NoticeRouter(repo, events, background)
+    inbox = Inbox(engine)
+    inbox_worker = InboxWorker(inbox, inbox_appliers(service))
     components = Components(repo, service, flow, outbox)
 
     slack_app = build_slack_app(settings, client, service, flow) if client else None
@@ -104,7 +107,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         wake.bind(asyncio.get_running_loop())
-        tasks = []
+        tasks = [asyncio.create_task(inbox_worker.run(), name="inbox")]
         if outbox is not None:
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
         scheduler = build_scheduler(
@@ -128,6 +131,7 @@ def create_app(
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
             scheduler.shutdown(wait=False)
+            await inbox_worker.stop()
             await asyncio.to_thread(background.shutdown)
             if outbox is not None:
                 await outbox.stop()
@@ -144,12 +148,18 @@ def create_app(
             Route("/metrics", prometheus_metrics, methods=["GET"]),
             Route("/slack/events", slack_endpoint, methods=["POST"]),
             Route(
-                "/webhooks/pagerduty", PagerDutyWebhook(service, secrets).handle, methods=["POST"]
+                "/webhooks/pagerduty",
+                PagerDutyWebhook(inbox, secrets, inbox_worker.wake).handle,
+                methods=["POST"],
             ),
             Route(
                 "/webhooks/alertmanager",
                 AlertmanagerWebhook(
-                    service, am_token, settings.ingest_workers, settings.ingest_max_backlog
+                    inbox,
+                    am_token,
+                    inbox_worker.wake,
+                    settings.ingest_workers,
+                    settings.ingest_max_backlog,
                 ).handle,
                 methods=["POST"],
             ),

@@ -42,6 +42,24 @@ FEATURE_ENABLED = Gauge(
 ALERTS_INGESTED = Counter(
     "nexus_alerts_ingested_total", "Alertmanager alerts stored.", registry=REGISTRY
 )
+INBOX_APPLIED = Counter(
+    "nexus_inbox_applied_total",
+    "Accepted webhook bodies applied to incidents, by source.",
+    ["source"],
+    registry=REGISTRY,
+)
+INBOX_FAILED = Counter(
+    "nexus_inbox_failed_total",
+    "Accepted webhook bodies given up on after repeated failures (kept in the inbox table).",
+    registry=REGISTRY,
+)
+INBOX_LAG = Histogram(
+    "nexus_inbox_lag_seconds",
+    "Time from a webhook's 202 to its body being applied to incidents.",
+    ["source"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
 INGEST_REFUSED = Counter(
     "nexus_ingest_refused_total",
     "Alertmanager batches answered 503 because the ingest backlog was full.",

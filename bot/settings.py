@@ -279,10 +279,11 @@ class Settings(BaseSettings):
 
     kubeconfig: str | None = None
 
-    # Alertmanager batches are stored by their own small pool, so a storm cannot
-    # hold up PagerDuty webhooks and Slack clicks; past the backlog they get 503.
+    # Alertmanager batches are written to the inbox by their own small pool, so a
+    # storm cannot hold up PagerDuty webhooks and Slack clicks. Past
+    # INGEST_MAX_BACKLOG batches accepted but not yet applied, they get 503.
     ingest_workers: int = Field(2, ge=1, le=32)
-    ingest_max_backlog: int = Field(64, ge=1, le=10000)
+    ingest_max_backlog: int = Field(256, ge=1, le=100000)
 
     # How long an outbox delivery is claimed: after a crash, a message whose
     # fate is unknown is retried once this has passed. Slack calls time out sooner.

@@ -44,7 +44,7 @@ HANDLED = {"incident.triggered", *STATUS_EVENTS, *NOTE_EVENTS}
 
 def handle_pagerduty_event(service: IncidentService, body: Any) -> Outcome:
     """Apply one parsed webhook body. Raises PayloadError for a malformed one."""
-    event_type = _event_type(body)
+    event_type = event_type_of(body)
     if event_type not in HANDLED:
         log.info("pagerduty event ignored", event_type=event_type)
         return Outcome(message=f"event type {event_type} is not handled")
@@ -78,7 +78,7 @@ def handle_pagerduty_event(service: IncidentService, body: Any) -> Outcome:
     return Outcome(incidents=[number], changed=True)
 
 
-def _event_type(body: Any) -> str:
+def event_type_of(body: Any) -> str:
     """The event type of a well-formed v3 webhook body; PayloadError otherwise."""
     if not isinstance(body, Mapping):
         raise PayloadError("PagerDuty payload must be a JSON object")

@@ -1,14 +1,19 @@
 """POST /webhooks/pagerduty and POST /webhooks/alertmanager.
 
-Verify, parse, store, then answer 202: nothing acknowledged is only in
-memory. A database that cannot be reached is a 503 (both senders retry 5xx);
-a malformed body is a 400 with the reason; an event type we do not handle is
-still a 202 (PagerDuty disables webhooks that keep getting 4xx).
+Verify, parse, store the body in the inbox (one short transaction), then
+answer 202: nothing acknowledged is only in memory, and nothing waits for the
+incident work, which the inbox worker does next (bot.ingest.inbox). A database
+that cannot be reached is a 503 (both senders retry 5xx); so is an
+Alertmanager backlog over INGEST_MAX_BACKLOG batches. A malformed body is a 400
+with the reason; an event type we do not handle is still a 202 (PagerDuty
+disables webhooks that keep getting 4xx).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,10 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bot import metrics
-from bot.domain.alerts import PayloadError, parse_alertmanager
-from bot.incidents.pagerduty import handle_pagerduty_event
+from bot.domain.alerts import PayloadError, parse_alertmanager, parse_pagerduty
+from bot.incidents.pagerduty import HANDLED, event_type_of, handle_pagerduty_event
 from bot.incidents.service import IncidentService
 from bot.ingest.http import RejectedRequest, accepted, parse_json, read_body
+from bot.ingest.inbox import Inbox, Put
 from bot.ingest.signatures import verify_bearer, verify_pagerduty_signature
 
 log = structlog.get_logger("bot.ingest")
@@ -31,10 +37,27 @@ DATABASE_DOWN = JSONResponse(
 )
 
 
+def _as_text(body: bytes, payload: Any) -> str:
+    """The body as stored: the bytes we verified when they are UTF-8 (nearly always)."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:  # json.loads also takes UTF-16/32
+        return json.dumps(payload)
+
+
+def inbox_appliers(service: IncidentService) -> dict[str, Callable[[str], object]]:
+    """How the inbox worker applies each source's stored body."""
+    return {
+        "alertmanager": lambda body: service.ingest_alerts(parse_alertmanager(json.loads(body))),
+        "pagerduty": lambda body: handle_pagerduty_event(service, json.loads(body)),
+    }
+
+
 class PagerDutyWebhook:
-    def __init__(self, service: IncidentService, secrets: list[str]) -> None:
-        self.service = service
+    def __init__(self, inbox: Inbox, secrets: list[str], wake: Callable[[], None]) -> None:
+        self.inbox = inbox
         self.secrets = secrets
+        self.wake = wake
 
     async def handle(self, request: Request) -> Response:
         if not self.secrets:
@@ -46,51 +69,53 @@ class PagerDutyWebhook:
             ):
                 raise RejectedRequest(401, "missing or invalid X-PagerDuty-Signature")
             payload = parse_json(body)
+            event_type = event_type_of(payload)
+            if event_type not in HANDLED:
+                log.info("pagerduty event ignored", event_type=event_type)
+                return accepted(note=f"event type {event_type} is not handled")
+            parse_pagerduty(payload)  # malformed is a 400 now, not a failed row later
         except RejectedRequest as rejected:
             log.info("pagerduty webhook rejected", status=rejected.status, reason=rejected.reason)
             return rejected.response()
-        delivery = request.headers.get("x-webhook-id", "")[:200]
-        try:
-            return await asyncio.to_thread(self._handle, payload, delivery)
         except PayloadError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        delivery = request.headers.get("x-webhook-id", "")[:200] or None
+        try:
+            put = await asyncio.to_thread(
+                self.inbox.put, "pagerduty", _as_text(body, payload), 1, delivery
+            )
         except sa.exc.SQLAlchemyError as exc:
             log.error("pagerduty webhook not stored", error=str(exc).splitlines()[0])
             return DATABASE_DOWN
-
-    def _handle(self, payload: Any, delivery: str) -> Response:
-        repo = self.service.repo
-        if delivery and repo.delivery_seen("pagerduty", delivery):
+        if put is Put.DUPLICATE:
             return accepted(duplicate=True)
-        outcome = handle_pagerduty_event(self.service, payload)
-        if delivery:
-            # Remembered only once handled: a failure above leaves the redelivery welcome.
-            repo.remember_delivery("pagerduty", delivery)
-        return accepted(incidents=outcome.incidents, note=outcome.message or None)
+        self.wake()
+        return accepted(event_type=event_type)
 
 
 class AlertmanagerWebhook:
-    """Bulk alerts: stored in their own lane with a bounded backlog.
+    """Bulk alerts: stored by their own small pool, with a bounded backlog.
 
-    Batches run on a dedicated thread pool (PagerDuty webhooks and Slack
-    requests use the default one, so a storm does not queue in front of them).
-    When `max_backlog` batches are already waiting or being stored, the next
-    is refused with 503 and Retry-After: Alertmanager retries 5xx, so nothing
-    is lost, and nothing is ever answered 202 before it is durable.
+    The pool keeps a burst of batches from taking the default pool's threads
+    from PagerDuty webhooks and Slack requests. When `max_backlog` batches are
+    already waiting in the inbox, the next is refused with 503 and Retry-After:
+    Alertmanager retries 5xx, so nothing is lost, and nothing is ever answered
+    202 before it is durable.
     """
 
     def __init__(
         self,
-        service: IncidentService,
+        inbox: Inbox,
         token: str | None,
+        wake: Callable[[], None],
         workers: int = 2,
-        max_backlog: int = 64,
+        max_backlog: int = 256,
     ) -> None:
-        self.service = service
+        self.inbox = inbox
         self.token = token
+        self.wake = wake
         self.lane = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
         self.max_backlog = max_backlog
-        self.backlog = 0  # touched only on the event loop
 
     async def handle(self, request: Request) -> Response:
         if not self.token:
@@ -99,7 +124,8 @@ class AlertmanagerWebhook:
             if not verify_bearer(request.headers.get("authorization"), self.token):
                 raise RejectedRequest(401, "missing or invalid bearer token")
             body = await read_body(request)
-            alerts = parse_alertmanager(parse_json(body))
+            payload = parse_json(body)
+            alerts = parse_alertmanager(payload)
         except RejectedRequest as rejected:
             log.info(
                 "alertmanager webhook rejected", status=rejected.status, reason=rejected.reason
@@ -111,22 +137,28 @@ class AlertmanagerWebhook:
         except PayloadError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         if not alerts:
-            return accepted(incidents=[], alerts=0)
-        if self.backlog >= self.max_backlog:
-            metrics.INGEST_REFUSED.inc()
-            return JSONResponse(
-                {"error": f"ingest backlog full ({self.backlog} batches); retry shortly"},
-                status_code=503,
-                headers={"Retry-After": "2"},
-            )
-        self.backlog += 1
+            return accepted(alerts=0)
         try:
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(self.lane, self.service.ingest_alerts, alerts)
+            put = await loop.run_in_executor(
+                self.lane,
+                lambda: self.inbox.put(
+                    "alertmanager",
+                    _as_text(body, payload),
+                    len(alerts),
+                    max_backlog=self.max_backlog,
+                ),
+            )
         except sa.exc.SQLAlchemyError as exc:
             log.error("alertmanager batch not stored", error=str(exc).splitlines()[0])
             return DATABASE_DOWN
-        finally:
-            self.backlog -= 1
+        if put is Put.FULL:
+            metrics.INGEST_REFUSED.inc()
+            return JSONResponse(
+                {"error": f"ingest backlog full ({self.max_backlog} batches); retry shortly"},
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
+        self.wake()
         metrics.ALERTS_INGESTED.inc(len(alerts))
-        return accepted(incidents=outcome.incidents, alerts=len(alerts), new=outcome.new_alerts)
+        return accepted(alerts=len(alerts))

@@ -12,6 +12,7 @@ inserts) are serialised. Read-only work can opt out with the
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ MIGRATION_LOCK_KEY = 0x4E58_4D49_4752_0001  # "NXMIGR" + 1
 # Execution option understood by the SQLite BEGIN hook below.
 READ_ONLY_OPTION = "nexus_read_only"
 READ_ONLY_OPTIONS: dict[str, Any] = {READ_ONLY_OPTION: True}
+
+# How long a SQLite writer waits for the write lock before "database is locked".
+_BUSY_TIMEOUT_S = 5.0
+_HOLDS_WRITE_LOCK = "nexus_holds_write_lock"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -92,20 +97,41 @@ def make_engine(url: str) -> sa.Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
             _enable_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
 
+    # Writers of this process queue on a lock before BEGIN IMMEDIATE. SQLite's
+    # own busy handler polls with sleeps that grow to 100 ms, so with several
+    # threads writing at once a short transaction could wait ten times its
+    # length; a lock hands over as soon as the holder is done. It is released
+    # when the connection goes back to the pool (after COMMIT or ROLLBACK has
+    # run: SQLAlchemy's commit event fires before the COMMIT itself). Other
+    # processes on the same file still meet busy_timeout as before.
+    writers = threading.Lock()
+
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         if conn.get_execution_options().get(READ_ONLY_OPTION):
             conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        if not conn.info.get(_HOLDS_WRITE_LOCK):
+            if not writers.acquire(timeout=_BUSY_TIMEOUT_S):
+                raise sa.exc.OperationalError(
+                    "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+                )
+            conn.info[_HOLDS_WRITE_LOCK] = True
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    def _release(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+        if record is not None and record.info.pop(_HOLDS_WRITE_LOCK, False):
+            writers.release()
+
+    sa.event.listen(engine.pool, "checkin", _release)
+    sa.event.listen(engine.pool, "invalidate", _release)
     return engine
 
 

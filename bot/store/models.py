@@ -35,6 +35,8 @@ APPROVAL_DECISIONS = ("approve", "deny", "refused_self", "refused_not_allowed")
 EXECUTION_OUTCOMES = ("running", "succeeded", "failed", "aborted")
 OUTBOX_METHODS = ("chat.postMessage", "chat.update")
 OUTBOX_STATES = ("pending", "sent", "failed")
+INBOX_SOURCES = ("alertmanager", "pagerduty")
+INBOX_STATES = ("pending", "failed")
 
 # Deterministic constraint names: alembic needs names to alter or drop
 # constraints later (SQLite batch mode rebuilds tables by name), and both
@@ -242,6 +244,35 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     result_ts: Mapped[str | None]
+    last_error: Mapped[str | None]
+
+
+class InboxBatch(Base):
+    """A webhook body accepted (202) but not yet applied to incidents.
+
+    The webhook answers once this row is committed; the inbox worker applies
+    it and deletes it in the same transaction. A body that keeps failing stays
+    here as ``failed`` with its error, for a human to look at: never dropped.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        _one_of("source", INBOX_SOURCES),
+        _one_of("state", INBOX_STATES),
+        sa.Index("ix_inbox_next", "state", "priority", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    source: Mapped[str]
+    # Lower goes first: PagerDuty (0) before bulk Alertmanager batches (1).
+    priority: Mapped[int]
+    body: Mapped[str]
+    alert_count: Mapped[int]
+    state: Mapped[str]
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Claimed until (a lease) or, after a failure, not retried before.
+    not_before: Mapped[datetime]
+    received_at: Mapped[datetime]
     last_error: Mapped[str | None]
 
 

@@ -157,8 +157,13 @@ def test_alertmanager_group_of_50_is_one_thread_and_resolves(
         batch["alerts"].append(alert)
     answer = bot.alertmanager(batch)
     assert answer.status_code == 202, answer.text
-    assert answer.json()["new"] == 50
-    assert bot.alertmanager(batch).json()["new"] == 0  # Alertmanager repeats the group
+    assert answer.json()["alerts"] == 50
+    bot.wait_applied()
+    assert bot.scalar("SELECT count(*) FROM alerts") == 50
+    assert bot.alertmanager(batch).status_code == 202  # Alertmanager repeats the group
+    bot.wait_applied()
+    assert bot.scalar("SELECT count(*) FROM alerts") == 50  # deduplicated, not stored twice
+    assert bot.scalar("SELECT count(*) FROM inbox") == 0  # applied rows leave the inbox
     root = slack.wait_for(lambda: slack.roots(CHANNEL))[0]
     slack.wait_for(lambda: "50 firing" in root_text(slack), timeout=10)
     assert "frenly-ai-dangerous-edit" in root_text(slack)

@@ -81,6 +81,7 @@ def test_full_backlog_is_503_and_nothing_is_lost(database_url: str, slack: FakeS
         assert set(statuses) <= {202, 503}
         assert statuses.count(503) > 0  # the backlog really filled
         accepted = sum(size for status, size, _ in results if status == 202)
+        bot.wait_applied()
         assert stored_alerts(database_url) == accepted  # every 202 is stored, no 503 is
         assert "nexus_ingest_refused_total" in bot_metrics(bot)
     finally:

@@ -16,6 +16,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import sqlalchemy as sa
+
+from bot.store.db import make_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -38,6 +41,7 @@ class BotProcess:
     """A `nexus-bot serve` subprocess on a free port."""
 
     def __init__(self, database_url: str, slack_url: str, slack_token: str, **env: str) -> None:
+        self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -109,6 +113,24 @@ class BotProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.communicate(timeout=10)
+
+    # -- the bot's database, read directly ----------------------------------
+
+    def scalar(self, query: str) -> Any:
+        engine = make_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text(query)).scalar_one()
+        finally:
+            engine.dispose()
+
+    def wait_applied(self, timeout: float = 30) -> None:
+        """Until every accepted webhook body has been applied (the inbox holds none pending)."""
+        deadline = time.monotonic() + timeout
+        while self.scalar("SELECT count(*) FROM inbox WHERE state = 'pending'") > 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"inbox not drained within {timeout} s")
+            time.sleep(0.05)
 
     # -- senders -------------------------------------------------------------
 

@@ -1,0 +1,261 @@
+"""The webhook inbox: accept a body durably in one short transaction, apply it later.
+
+Why: applying an Alertmanager batch (grouping, incidents, thread, root edits,
+escalation) costs far more than storing it, and a sender waiting for all of
+that is what made acks slow in a storm. So a webhook answers 202 once its raw
+body is committed here (durable: a crash after the answer loses nothing), and
+the `InboxWorker` applies rows one at a time, PagerDuty before Alertmanager,
+oldest first, deleting each row once applied.
+
+Applying is at-least-once: a crash between applying and deleting applies the
+row again on restart, which the appliers tolerate (alerts deduplicate on
+fingerprint + startsAt + status, incidents open by key, the thread is claimed by
+compare-and-set, status changes are compare-and-set). A row that keeps failing
+is retried with backoff and finally kept as ``failed`` with its error.
+Several replicas share the table: a claim is a lease, like the outbox's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bot import metrics
+from bot.store.models import InboxBatch, WebhookDelivery, utcnow
+
+log = structlog.get_logger("bot.ingest.inbox")
+
+_INBOX = cast(sa.Table, InboxBatch.__table__)
+_DELIVERIES = cast(sa.Table, WebhookDelivery.__table__)
+
+# PagerDuty incidents page people; bulk alerts can wait a moment behind them.
+PRIORITY = {"pagerduty": 0, "alertmanager": 1}
+LEASE = timedelta(seconds=120)
+MAX_ATTEMPTS = 8
+
+
+class Put(enum.Enum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"  # this delivery id was accepted before
+    FULL = "full"  # over the backlog: answer 503, the sender retries
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    source: str
+    body: str
+    attempts: int
+    received_at: Any
+
+
+class Inbox:
+    """Rows in the ``inbox`` table: put, claim, finish, fail."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+
+    def put(
+        self,
+        source: str,
+        body: str,
+        alert_count: int,
+        delivery: str | None = None,
+        max_backlog: int | None = None,
+    ) -> Put:
+        """Store one accepted body; one transaction, committed on return."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if max_backlog is not None:
+                waiting = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(_INBOX)
+                    .where(_INBOX.c.state == "pending", _INBOX.c.source == source)
+                ).scalar_one()
+                if waiting >= max_backlog:
+                    return Put.FULL
+            if delivery:
+                insert = postgresql.insert if self.postgres else sqlite.insert
+                first_time = conn.execute(
+                    insert(_DELIVERIES)
+                    .values(source=source, delivery_id=delivery, received_at=now)
+                    .on_conflict_do_nothing(
+                        index_elements=[_DELIVERIES.c.source, _DELIVERIES.c.delivery_id]
+                    )
+                    .returning(_DELIVERIES.c.id)
+                ).scalar()
+                if first_time is None:
+                    return Put.DUPLICATE
+            conn.execute(
+                sa.insert(_INBOX).values(
+                    source=source,
+                    priority=PRIORITY[source],
+                    body=body,
+                    alert_count=alert_count,
+                    state="pending",
+                    attempts=0,
+                    not_before=now,
+                    received_at=now,
+                )
+            )
+        return Put.QUEUED
+
+    def claim(self) -> Claimed | None:
+        """The next due row (PagerDuty first, then oldest), leased to this process."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            query = (
+                sa.select(_INBOX.c.id, _INBOX.c.attempts)
+                .where(_INBOX.c.state == "pending", _INBOX.c.not_before <= now)
+                .order_by(_INBOX.c.priority, _INBOX.c.id)
+                .limit(1)
+            )
+            if self.postgres:
+                # Replicas skip each other's rows instead of queueing on them.
+                query = query.with_for_update(skip_locked=True)
+            head = conn.execute(query).first()
+            if head is None:
+                return None
+            if head.attempts >= MAX_ATTEMPTS:
+                # Its leases kept expiring: something kills the process on it.
+                self._give_up(conn, head.id, "max attempts (claims expired)")
+                return None
+            won = conn.execute(
+                sa.update(_INBOX)
+                .where(_INBOX.c.id == head.id, _INBOX.c.attempts == head.attempts)
+                .values(attempts=head.attempts + 1, not_before=now + LEASE)
+            )
+            if cast(sa.CursorResult[Any], won).rowcount != 1:
+                return None
+            row = conn.execute(
+                sa.select(_INBOX.c.source, _INBOX.c.body, _INBOX.c.received_at).where(
+                    _INBOX.c.id == head.id
+                )
+            ).one()
+        return Claimed(head.id, row.source, row.body, head.attempts + 1, row.received_at)
+
+    def finish(self, claimed: Claimed) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(_INBOX).where(_INBOX.c.id == claimed.id))
+
+    def fail(self, claimed: Claimed, error: str) -> None:
+        """Retry later with backoff; after MAX_ATTEMPTS keep it as failed."""
+        with self.engine.begin() as conn:
+            if claimed.attempts >= MAX_ATTEMPTS:
+                self._give_up(conn, claimed.id, error)
+                return
+            delay = timedelta(seconds=min(2**claimed.attempts, 300))
+            conn.execute(
+                sa.update(_INBOX)
+                .where(_INBOX.c.id == claimed.id)
+                .values(not_before=utcnow() + delay, last_error=error[:2000])
+            )
+
+    def _give_up(self, conn: sa.Connection, batch_id: int, error: str) -> None:
+        conn.execute(
+            sa.update(_INBOX)
+            .where(_INBOX.c.id == batch_id)
+            .values(state="failed", last_error=error[:2000])
+        )
+        metrics.INBOX_FAILED.inc()
+        log.error("inbox batch failed for good; kept for inspection", batch=batch_id, error=error)
+
+    def counts(self) -> dict[str, int]:
+        """Rows by state, e.g. {"pending": 3, "failed": 0}."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_INBOX.c.state, sa.func.count()).group_by(_INBOX.c.state)
+            ).all()
+        found = {state: int(n) for state, n in rows}
+        return {"pending": found.get("pending", 0), "failed": found.get("failed", 0)}
+
+
+Applier = Callable[[str], object]
+
+
+class InboxWorker:
+    """Applies inbox rows on one dedicated thread, in claim order, until stopped.
+
+    One thread keeps a group's batches in the order they were accepted (within
+    this replica) and leaves the default pool to PagerDuty webhooks and Slack.
+    """
+
+    def __init__(
+        self, inbox: Inbox, appliers: Mapping[str, Applier], poll_seconds: float = 1.0
+    ) -> None:
+        self.inbox = inbox
+        self.appliers = dict(appliers)
+        self.poll_seconds = poll_seconds
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+
+    async def run(self) -> None:
+        self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                applied = await loop.run_in_executor(self.thread, self.apply_some)
+            except sa.exc.SQLAlchemyError as exc:
+                # The database is away: the rows wait there, durable, for its return.
+                log.warning("inbox paused: database error", error=str(exc).splitlines()[0])
+                applied = 0
+            if applied == 0 and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def stop(self) -> None:
+        """Finish the row in hand; the rest stays in the table for the next start."""
+        self._stopping = True
+        self.wake()
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.thread.shutdown(wait=True)
+        )
+
+    def apply_some(self, limit: int = 50) -> int:
+        """Apply up to `limit` rows; how many were claimed (0 when the inbox is idle)."""
+        done = 0
+        while done < limit and not self._stopping:
+            claimed = self.inbox.claim()
+            if claimed is None:
+                break
+            self._apply(claimed)
+            done += 1
+        return done
+
+    def _apply(self, claimed: Claimed) -> None:
+        applier = self.appliers.get(claimed.source)
+        try:
+            if applier is None:
+                raise LookupError(f"no applier for source {claimed.source!r}")
+            applier(claimed.body)
+        except Exception as exc:
+            log.warning(
+                "inbox batch not applied; will retry",
+                batch=claimed.id,
+                source=claimed.source,
+                attempt=claimed.attempts,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+            self.inbox.fail(claimed, f"{type(exc).__name__}: {exc}")
+            return
+        self.inbox.finish(claimed)
+        metrics.INBOX_APPLIED.labels(claimed.source).inc()
+        lag = max(0.0, (utcnow() - claimed.received_at).total_seconds())
+        metrics.INBOX_LAG.labels(claimed.source).observe(lag)
