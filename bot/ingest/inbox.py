@@ -40,7 +40,9 @@ _DELIVERIES = cast(sa.Table, WebhookDelivery.__table__)
 
 # PagerDuty incidents page people; bulk alerts can wait a moment behind them.
 PRIORITY = {"pagerduty": 0, "alertmanager": 1}
-LEASE = timedelta(seconds=120)
+# Applying a row takes milliseconds; a crashed claimer's row is retried after this.
+# (Applying twice is harmless, see above, so short beats long here.)
+LEASE = timedelta(seconds=15)
 MAX_ATTEMPTS = 8
 
 

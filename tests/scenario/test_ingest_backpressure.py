@@ -145,3 +145,30 @@ def test_database_down_is_503_never_202(
         assert bot.pagerduty(trigger).status_code == 503
     finally:
         bot.stop()
+
+
+def test_batches_accepted_by_a_bot_that_died_are_applied_on_the_next_start(
+    database_url: str, slack: FakeSlack
+) -> None:
+    # First run: accept (202) and die at once with SIGKILL, no shutdown at all.
+    first = BotProcess(database_url, slack.url, slack.token or "").start()
+    answers = [first.alertmanager(big_batch(i, 200)).status_code for i in range(6)]
+    first.kill()
+    assert answers == [202] * 6
+    # Whatever the first process had not applied yet is still in the inbox...
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            waiting = conn.execute(sa.text("SELECT count(*) FROM inbox")).scalar_one()
+            stored = conn.execute(sa.text("SELECT count(*) FROM alerts")).scalar_one()
+    finally:
+        engine.dispose()
+    assert stored + 200 * waiting >= 6 * 200
+    # ...and the next process applies it: all 1,200 alerts, one thread per group.
+    second = BotProcess(database_url, slack.url, slack.token or "").start()
+    try:
+        second.wait_applied()
+        assert stored_alerts(database_url) == 6 * 200
+        assert second.scalar("SELECT count(*) FROM incidents") == 4  # groupKey storm=0..3
+    finally:
+        second.stop()

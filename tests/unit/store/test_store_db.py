@@ -231,3 +231,48 @@ def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_url: str) -> None:
             assert time.monotonic() - started < 2
     finally:
         engine.dispose()
+
+
+def test_sqlite_writers_in_one_process_take_turns_without_errors(
+    sqlite_url: str, race: Callable[..., list[object]]
+) -> None:
+    # Eight threads doing read-modify-write transactions at once: every one
+    # must commit (none "database is locked"), and none may lose an update.
+    engine = make_engine(sqlite_url)
+    try:
+        upgrade_database(engine)
+        repo = Repository(engine)
+        incident, _ = repo.open_incident("k", "generic", "t", "info", "p", {})
+
+        def bump(_: int) -> None:
+            for _ in range(25):
+                with engine.begin() as conn:
+                    level = conn.execute(
+                        sa.select(Incident.escalation_level).where(Incident.id == incident.id)
+                    ).scalar_one()
+                    conn.execute(
+                        sa.update(Incident)
+                        .where(Incident.id == incident.id)
+                        .values(escalation_level=level + 1)
+                    )
+
+        race(8, bump)
+        with engine.connect() as conn:
+            level = conn.execute(sa.select(Incident.escalation_level)).scalar_one()
+        assert level == 1 + 8 * 25
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_write_lock_is_released_after_a_failed_transaction(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        upgrade_database(engine)
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO alerts (incident_id) VALUES (NULL)"))
+        started = time.monotonic()
+        with engine.begin() as conn:  # would wait 5 s and fail if the lock leaked
+            conn.execute(sa.text("DELETE FROM inbox"))
+        assert time.monotonic() - started < 1
+    finally:
+        engine.dispose()

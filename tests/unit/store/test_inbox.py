@@ -1,0 +1,179 @@
+"""The webhook inbox on SQLite and PostgreSQL: order, dedupe, backlog, retries, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.ingest.inbox import MAX_ATTEMPTS, Inbox, InboxWorker, Put
+from bot.store.models import utcnow
+
+
+def rows(engine: sa.Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text("SELECT id, source, state, attempts, last_error FROM inbox ORDER BY id")
+            )
+        )
+
+
+def make_due(engine: sa.Engine) -> None:
+    """As if every lease and backoff had run out."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE inbox SET not_before = :t"), {"t": utcnow() - timedelta(seconds=1)}
+        )
+
+
+def test_pagerduty_goes_before_older_alertmanager_batches(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    assert inbox.put("alertmanager", '{"n": 1}', 100) is Put.QUEUED
+    assert inbox.put("alertmanager", '{"n": 2}', 100) is Put.QUEUED
+    assert inbox.put("pagerduty", '{"n": 3}', 1, delivery="wh-1") is Put.QUEUED
+    order = []
+    while (claimed := inbox.claim()) is not None:
+        order.append(claimed.body)
+        inbox.finish(claimed)
+    assert order == ['{"n": 3}', '{"n": 1}', '{"n": 2}']
+    assert rows(engine) == []
+
+
+def test_a_redelivered_webhook_id_is_a_duplicate_and_stored_once(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    assert inbox.put("pagerduty", "{}", 1, delivery="wh-1") is Put.QUEUED
+    assert inbox.put("pagerduty", "{}", 1, delivery="wh-1") is Put.DUPLICATE
+    assert inbox.put("pagerduty", "{}", 1, delivery="wh-2") is Put.QUEUED
+    assert len(rows(engine)) == 2
+
+
+def test_backlog_counts_only_pending_rows_of_that_source(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    for _ in range(3):
+        assert inbox.put("alertmanager", "{}", 10, max_backlog=3) is Put.QUEUED
+    assert inbox.put("alertmanager", "{}", 10, max_backlog=3) is Put.FULL
+    # PagerDuty is not refused because bulk alerts are waiting.
+    assert inbox.put("pagerduty", "{}", 1, delivery="wh-9") is Put.QUEUED
+    claimed = inbox.claim()
+    assert claimed is not None and claimed.source == "pagerduty"
+    inbox.finish(claimed)
+    claimed = inbox.claim()
+    assert claimed is not None
+    inbox.finish(claimed)
+    assert inbox.put("alertmanager", "{}", 10, max_backlog=3) is Put.QUEUED
+    assert len(rows(engine)) == 3
+
+
+def test_a_claimed_row_is_leased_and_comes_back_when_the_lease_runs_out(
+    engine: sa.Engine,
+) -> None:
+    inbox = Inbox(engine)
+    inbox.put("alertmanager", "{}", 1)
+    first = inbox.claim()
+    assert first is not None and first.attempts == 1
+    assert inbox.claim() is None  # leased to the first claimer (a crashed replica, say)
+    make_due(engine)
+    again = inbox.claim()
+    assert again is not None and (again.id, again.attempts) == (first.id, 2)
+
+
+def test_failures_back_off_then_the_row_is_kept_as_failed(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    inbox.put("alertmanager", "{}", 1)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        claimed = inbox.claim()
+        assert claimed is not None and claimed.attempts == attempt
+        inbox.fail(claimed, f"boom {attempt}")
+        assert inbox.claim() is None  # backing off
+        make_due(engine)
+    (row,) = rows(engine)
+    assert (row.state, row.attempts, row.last_error) == ("failed", MAX_ATTEMPTS, "boom 8")
+    assert inbox.claim() is None
+    assert inbox.counts() == {"pending": 0, "failed": 1}
+
+
+def test_claims_that_keep_expiring_end_as_failed(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    inbox.put("alertmanager", "{}", 1)
+    for _ in range(MAX_ATTEMPTS):
+        assert inbox.claim() is not None  # and the process "dies" each time
+        make_due(engine)
+    assert inbox.claim() is None
+    (row,) = rows(engine)
+    assert row.state == "failed" and "claims expired" in row.last_error
+
+
+def test_concurrent_claimers_never_get_the_same_row(
+    engine: sa.Engine, race: Callable[..., list[Any]]
+) -> None:
+    inbox = Inbox(engine)
+    for n in range(40):
+        inbox.put("alertmanager", f'{{"n": {n}}}', 1)
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(_: int) -> None:
+        while (claimed := inbox.claim()) is not None:
+            with lock:
+                seen.append(claimed.id)
+            inbox.finish(claimed)
+
+    race(4, claimer)
+    assert len(seen) == 40 and len(set(seen)) == 40
+    assert rows(engine) == []
+
+
+def test_worker_applies_in_order_and_keeps_what_fails(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    applied: list[str] = []
+
+    def apply(body: str) -> None:
+        if "bad" in body:
+            raise ValueError("cannot apply this one")
+        applied.append(body)
+
+    for body in ("a1", "bad", "a2"):
+        inbox.put("alertmanager", body, 1)
+    inbox.put("pagerduty", "p1", 1, delivery="wh-p1")
+    worker = InboxWorker(inbox, {"alertmanager": apply, "pagerduty": apply})
+    assert worker.apply_some() == 4
+    assert applied == ["p1", "a1", "a2"]
+    (kept,) = rows(engine)
+    assert (kept.state, kept.attempts) == ("pending", 1)
+    assert "ValueError: cannot apply this one" in kept.last_error
+
+
+def test_worker_run_wakes_on_put_and_stops_cleanly(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    applied: list[str] = []
+    worker = InboxWorker(inbox, {"alertmanager": applied.append}, poll_seconds=30)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(inbox.put, "alertmanager", "woken", 1)
+        worker.wake()  # what the webhook does after its put
+        for _ in range(200):
+            if applied:
+                break
+            await asyncio.sleep(0.01)
+        await worker.stop()
+        await asyncio.wait_for(task, timeout=5)
+
+    asyncio.run(scenario())
+    assert applied == ["woken"]  # long before the 30 s poll
+    assert rows(engine) == []
+
+
+def test_an_unknown_source_in_the_table_is_retried_not_dropped(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    inbox.put("pagerduty", "{}", 1, delivery="wh-x")
+    worker = InboxWorker(inbox, {})  # e.g. a replica running an older build
+    assert worker.apply_some() == 1
+    (row,) = rows(engine)
+    assert row.state == "pending" and "no applier" in row.last_error
