@@ -106,7 +106,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        wake.bind(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        wake.bind(loop)
+        log.info("event loop", loop=f"{type(loop).__module__}.{type(loop).__name__}")
         tasks = [asyncio.create_task(inbox_worker.run(), name="inbox")]
         if outbox is not None:
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))

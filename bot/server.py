@@ -7,7 +7,6 @@ in flight finish, runs the lifespan shutdown, and the process exits 0.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from types import FrameType
 
@@ -20,7 +19,7 @@ from bot.app import build_notifiers, create_app
 from bot.domain.playbooks import load_playbooks
 from bot.logging import configure_logging
 from bot.settings import Settings, disabled_features
-from bot.store.db import make_engine, upgrade_database
+from bot.store.db import make_engine, upgrade_database, warm_pool
 
 log = structlog.get_logger("bot.server")
 
@@ -39,6 +38,8 @@ def run_server(settings: Settings) -> int:
     except sa.exc.SQLAlchemyError as exc:
         log.error("database unavailable at start-up", error=str(exc).splitlines()[0])
         return 1
+    # Open the connections a burst will need now, not during the first storm.
+    warm_pool(engine, settings.ingest_workers + 4)
     playbooks = load_playbooks([settings.nexus_playbooks], settings.allowed_targets)
     if playbooks.problems:
         for problem in playbooks.problems:
@@ -65,7 +66,8 @@ def run_server(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _drained)
     log.info("serving", host=settings.host, port=settings.port, database=engine.dialect.name)
-    asyncio.run(server.serve())
+    # Server.run rather than asyncio.run(serve()): it installs uvloop when present.
+    server.run()
     engine.dispose()
     log.info("stopped")
     return 0

@@ -81,7 +81,15 @@ def make_engine(url: str) -> sa.Engine:
     url = normalise_database_url(url)
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        # The default pool (5 + 10 overflow) closes overflow connections on
+        # return, so a storm using ~8 at once would reconnect all the time.
+        return sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=12,
+            max_overflow=12,
+            connect_args={"connect_timeout": 5},
+        )
 
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
     if _is_memory(parsed.database):
@@ -170,6 +178,19 @@ def upgrade_database(engine: sa.Engine) -> None:
         if is_pg:
             conn.execute(sa.select(sa.func.pg_advisory_unlock(MIGRATION_LOCK_KEY)))
             conn.commit()
+
+
+def warm_pool(engine: sa.Engine, connections: int) -> None:
+    """Open `connections` pooled connections now (best effort; they stay in the pool)."""
+    opened: list[sa.Connection] = []
+    try:
+        for _ in range(connections):
+            opened.append(engine.connect())
+    except sa.exc.SQLAlchemyError:
+        pass  # readiness and the webhooks report a database problem properly
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 def database_reachable(engine: sa.Engine) -> bool:

@@ -116,8 +116,10 @@ def stage(database_url: str, tmp_path: Path) -> Iterator[Stage]:
             stage.wait_reply("remediation.request.scale-to-zero")
             yield stage
         finally:
+            # A test may have swapped in another process (stage.bot): stop both.
+            stage.bot.stop()
             bot.stop()
-            print(bot.stderr[-20000:])
+            print(bot.stderr[-20000:], stage.bot.stderr[-20000:])
 
 
 def test_scale_to_zero_needs_a_second_authorised_person(stage: Stage) -> None:
