@@ -83,7 +83,8 @@ class Inbox:
                 waiting = conn.execute(
                     sa.select(sa.func.count())
                     .select_from(_INBOX)
-                    .where(_INBOX.c.state == "pending", _INBOX.c.source == source)
+                    # priority stands for the source here, so ix_inbox_next covers it
+                    .where(_INBOX.c.state == "pending", _INBOX.c.priority == PRIORITY[source])
                 ).scalar_one()
                 if waiting >= max_backlog:
                     return Put.FULL
