@@ -24,7 +24,7 @@ from bot.domain.playbooks import LoadedPlaybooks
 from bot.incidents.escalation import EscalationService, Mailer, PagerDutyLevels
 from bot.incidents.routing import Background, NoticeRouter, PagerDutyEventsClient
 from bot.incidents.service import IncidentService
-from bot.ingest.inbox import Inbox, InboxWorker
+from bot.ingest.inbox import Inbox, InboxWorker, Ingress
 from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook, inbox_appliers
 from bot.middleware import MeasureRequests
 from bot.notify.email import EmailSender
@@ -76,7 +76,8 @@ def create_app(
     service.ladder = ladder
     service.notices = NoticeRouter(repo, events, background)
     inbox = Inbox(engine)
-    inbox_worker = InboxWorker(inbox, inbox_appliers(service))
+    ingress = Ingress()
+    inbox_worker = InboxWorker(inbox, inbox_appliers(service), ingress=ingress)
     components = Components(repo, service, flow, outbox)
 
     slack_app = build_slack_app(settings, client, service, flow) if client else None
@@ -151,7 +152,7 @@ def create_app(
             Route("/slack/events", slack_endpoint, methods=["POST"]),
             Route(
                 "/webhooks/pagerduty",
-                PagerDutyWebhook(inbox, secrets, inbox_worker.wake).handle,
+                PagerDutyWebhook(inbox, secrets, inbox_worker.wake, ingress).handle,
                 methods=["POST"],
             ),
             Route(
@@ -160,6 +161,7 @@ def create_app(
                     inbox,
                     am_token,
                     inbox_worker.wake,
+                    ingress,
                     settings.ingest_workers,
                     settings.ingest_max_backlog,
                 ).handle,

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -187,6 +188,35 @@ class Inbox:
 Applier = Callable[[str], object]
 
 
+class Ingress:
+    """How many webhook requests are being answered right now.
+
+    Senders wait on those answers (and time out); applying can wait a moment.
+    So while requests are in flight the worker steps aside briefly before each
+    row instead of competing for the one interpreter lock. Bounded: it never
+    waits more than `max_yield` per row, so a storm that never pauses slows
+    applying down but cannot stop it.
+    """
+
+    def __init__(self, max_yield: float = 0.05, step: float = 0.002) -> None:
+        self.in_flight = 0  # changed on the event loop only; read from the worker
+        self.max_yield = max_yield
+        self.step = step
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    def yield_to_requests(self) -> None:
+        deadline = time.monotonic() + self.max_yield
+        while self.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(self.step)
+
+
 class InboxWorker:
     """Applies inbox rows on one dedicated thread, in claim order, until stopped.
 
@@ -195,9 +225,14 @@ class InboxWorker:
     """
 
     def __init__(
-        self, inbox: Inbox, appliers: Mapping[str, Applier], poll_seconds: float = 1.0
+        self,
+        inbox: Inbox,
+        appliers: Mapping[str, Applier],
+        poll_seconds: float = 1.0,
+        ingress: Ingress | None = None,
     ) -> None:
         self.inbox = inbox
+        self.ingress = ingress or Ingress()
         self.appliers = dict(appliers)
         self.poll_seconds = poll_seconds
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
@@ -235,6 +270,7 @@ class InboxWorker:
         """Apply up to `limit` rows; how many were claimed (0 when the inbox is idle)."""
         done = 0
         while done < limit and not self._stopping:
+            self.ingress.yield_to_requests()
             claimed = self.inbox.claim()
             if claimed is None:
                 break

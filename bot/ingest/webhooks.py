@@ -27,7 +27,7 @@ from bot.domain.alerts import PayloadError, parse_alertmanager, parse_pagerduty
 from bot.incidents.pagerduty import HANDLED, event_type_of, handle_pagerduty_event
 from bot.incidents.service import IncidentService
 from bot.ingest.http import RejectedRequest, accepted, parse_json, read_body
-from bot.ingest.inbox import Inbox, Put
+from bot.ingest.inbox import Inbox, Ingress, Put
 from bot.ingest.signatures import verify_bearer, verify_pagerduty_signature
 
 log = structlog.get_logger("bot.ingest")
@@ -54,12 +54,19 @@ def inbox_appliers(service: IncidentService) -> dict[str, Callable[[str], object
 
 
 class PagerDutyWebhook:
-    def __init__(self, inbox: Inbox, secrets: list[str], wake: Callable[[], None]) -> None:
+    def __init__(
+        self, inbox: Inbox, secrets: list[str], wake: Callable[[], None], ingress: Ingress
+    ) -> None:
         self.inbox = inbox
         self.secrets = secrets
         self.wake = wake
+        self.ingress = ingress
 
     async def handle(self, request: Request) -> Response:
+        with self.ingress.request():
+            return await self._handle(request)
+
+    async def _handle(self, request: Request) -> Response:
         if not self.secrets:
             return JSONResponse({"error": "PAGERDUTY_WEBHOOK_SECRETS is not set"}, status_code=503)
         try:
@@ -108,16 +115,22 @@ class AlertmanagerWebhook:
         inbox: Inbox,
         token: str | None,
         wake: Callable[[], None],
+        ingress: Ingress,
         workers: int = 2,
         max_backlog: int = 256,
     ) -> None:
         self.inbox = inbox
         self.token = token
         self.wake = wake
+        self.ingress = ingress
         self.lane = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
         self.max_backlog = max_backlog
 
     async def handle(self, request: Request) -> Response:
+        with self.ingress.request():
+            return await self._handle(request)
+
+    async def _handle(self, request: Request) -> Response:
         if not self.token:
             return JSONResponse({"error": "ALERTMANAGER_TOKEN is not set"}, status_code=503)
         try:

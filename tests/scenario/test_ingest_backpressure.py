@@ -113,8 +113,9 @@ def test_pagerduty_webhook_does_not_wait_behind_a_storm(sqlite_url: str, slack: 
         for t in senders:
             t.join()
         assert answer.status_code == 202
-        # One ingest worker stores the ten batches one by one; the PagerDuty webhook
-        # has its own lane and is answered while bulk batches are still queued.
+        # One lane thread writes the ten bulk batches to the inbox one by one; the
+        # PagerDuty webhook is stored outside that lane and answered while bulk
+        # batches are still queued (and the inbox worker applies it first).
         assert order.index("pagerduty") < len(order) - 1, order
     finally:
         bot.stop()
