@@ -5,6 +5,8 @@
     nexus-bot simulate FILE [--json]     what the bot would do with an alert payload
     nexus-bot audit verify               check the audit log's hash chain
     nexus-bot db upgrade                 apply database migrations and exit
+    nexus-bot inbox status               accepted webhooks waiting or failed
+    nexus-bot inbox retry ID… | --all    put failed inbox rows back in line
 
 Exit codes: 0 fine, 1 the input or the data is wrong (validation errors, a
 malformed payload, a broken audit chain), 2 the configuration or the command
@@ -45,7 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database tools")
     db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     db_commands.add_parser("upgrade", help="apply migrations and exit")
+    inbox = commands.add_parser("inbox", help="accepted webhook bodies not yet applied")
+    inbox_commands = inbox.add_subparsers(dest="inbox_command", required=True, parser_class=_Parser)
+    inbox_commands.add_parser("status", help="pending and failed counts, failed rows")
+    retry = inbox_commands.add_parser("retry", help="requeue failed rows")
+    retry.add_argument("ids", nargs="*", type=inbox_row_id, help="failed row ids")
+    retry.add_argument("--all", action="store_true", dest="all_failed", help="every failed row")
     return parser
+
+
+def inbox_row_id(text: str) -> int:
+    value = int(text.lstrip("#"))
+    if value <= 0:
+        raise ValueError(text)
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.commands.audit import run_db_upgrade
 
         return run_db_upgrade(settings)
+    if args.command == "inbox":
+        from bot.commands.inbox import run_inbox_retry, run_inbox_status
+
+        if args.inbox_command == "status":
+            return run_inbox_status(settings)
+        return run_inbox_retry(settings, args.ids, args.all_failed)
     from bot.server import run_server
 
     return run_server(settings)

@@ -175,6 +175,40 @@ class Inbox:
         metrics.INBOX_FAILED.inc()
         log.error("inbox batch failed for good; kept for inspection", batch=batch_id, error=error)
 
+    def failed(self, limit: int = 50) -> list[Any]:
+        """The rows given up on, oldest first: id, source, received_at, attempts, last_error."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(
+                        _INBOX.c.id,
+                        _INBOX.c.source,
+                        _INBOX.c.received_at,
+                        _INBOX.c.attempts,
+                        _INBOX.c.alert_count,
+                        _INBOX.c.last_error,
+                    )
+                    .where(_INBOX.c.state == "failed")
+                    .order_by(_INBOX.c.id)
+                    .limit(limit)
+                )
+            )
+
+    def retry(self, ids: list[int] | None) -> list[int]:
+        """Put failed rows (these ids, or all when None) back in line; the ids requeued."""
+        where = [_INBOX.c.state == "failed"]
+        if ids is not None:
+            where.append(_INBOX.c.id.in_(ids))
+        with self.engine.begin() as conn:
+            found = [row.id for row in conn.execute(sa.select(_INBOX.c.id).where(*where))]
+            if found:
+                conn.execute(
+                    sa.update(_INBOX)
+                    .where(_INBOX.c.id.in_(found), _INBOX.c.state == "failed")
+                    .values(state="pending", attempts=0, not_before=utcnow())
+                )
+        return sorted(found)
+
     def counts(self) -> dict[str, int]:
         """Rows by state, e.g. {"pending": 3, "failed": 0}."""
         with self.engine.connect() as conn:
