@@ -53,6 +53,13 @@ INBOX_FAILED = Counter(
     "Accepted webhook bodies given up on after repeated failures (kept in the inbox table).",
     registry=REGISTRY,
 )
+INBOX_ROWS = Gauge(
+    "nexus_inbox_rows",
+    "Inbox rows by state (pending: accepted, not yet applied; failed: given up on), "
+    "as of the worker's last idle moment.",
+    ["state"],
+    registry=REGISTRY,
+)
 INBOX_LAG = Histogram(
     "nexus_inbox_lag_seconds",
     "Time from a webhook's 202 to its body being applied to incidents.",

@@ -285,8 +285,15 @@ class InboxWorker:
                 log.warning("inbox paused: database error", error=str(exc).splitlines()[0])
                 applied = 0
             if applied == 0 and not self._stopping:
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    await loop.run_in_executor(self.thread, self._publish_counts)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+    def _publish_counts(self) -> None:
+        """Only when idle: a count per row applied would cost more than the rows."""
+        for state, count in self.inbox.counts().items():
+            metrics.INBOX_ROWS.labels(state).set(count)
 
     def wake(self) -> None:
         if self._wake is not None:

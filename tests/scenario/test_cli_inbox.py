@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -38,6 +39,10 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     upgrade_database(engine)
     yield engine
     engine.dispose()
+
+
+def metrics(bot: BotProcess) -> str:
+    return httpx.get(f"{bot.url}/metrics", timeout=5).text
 
 
 def failed_row(engine: sa.Engine, body: str, error: str) -> int:
@@ -123,10 +128,17 @@ def test_a_requeued_batch_is_applied_by_the_running_bot(
         bot = BotProcess(database_url, slack.url, slack.token or "").start()
         try:
             assert bot.scalar("SELECT count(*) FROM incidents") == 0  # failed rows wait
+            slack.wait_for(
+                lambda: 'nexus_inbox_rows{state="failed"} 1.0' in metrics(bot), interval=0.1
+            )
             assert nexus_bot(database_url, "inbox", "retry", str(row_id)).returncode == 0
             root = slack.wait_for(lambda: slack.roots(CHANNEL), timeout=15)[0]
             assert "frenly-ai-dangerous-edit" in json.dumps(root.blocks)
             bot.wait_applied()
             assert bot.scalar("SELECT count(*) FROM inbox") == 0
+            slack.wait_for(
+                lambda: 'nexus_inbox_rows{state="failed"} 0.0' in metrics(bot), interval=0.1
+            )
+            assert 'nexus_inbox_applied_total{source="alertmanager"} 1.0' in metrics(bot)
         finally:
             bot.stop()
