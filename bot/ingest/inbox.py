@@ -74,6 +74,7 @@ class Inbox:
         source: str,
         body: str,
         alert_count: int,
+        group_key: str = "",
         delivery: str | None = None,
         max_backlog: int | None = None,
     ) -> Put:
@@ -106,6 +107,7 @@ class Inbox:
                     source=source,
                     priority=PRIORITY[source],
                     body=body,
+                    group_key=f"{source}:{group_key}",
                     alert_count=alert_count,
                     state="pending",
                     attempts=0,
@@ -116,12 +118,25 @@ class Inbox:
         return Put.QUEUED
 
     def claim(self) -> Claimed | None:
-        """The next due row (PagerDuty first, then oldest), leased to this process."""
+        """The next due row (PagerDuty first, then oldest), leased to this process.
+
+        Only the oldest pending row of its group can be claimed: while an earlier
+        row of the group is leased elsewhere or backing off, the group waits.
+        """
         now = utcnow()
+        earlier = _INBOX.alias("earlier")
         with self.engine.begin() as conn:
             query = (
                 sa.select(_INBOX.c.id, _INBOX.c.attempts)
-                .where(_INBOX.c.state == "pending", _INBOX.c.not_before <= now)
+                .where(
+                    _INBOX.c.state == "pending",
+                    _INBOX.c.not_before <= now,
+                    ~sa.exists().where(
+                        earlier.c.group_key == _INBOX.c.group_key,
+                        earlier.c.id < _INBOX.c.id,
+                        earlier.c.state == "pending",
+                    ),
+                )
                 .order_by(_INBOX.c.priority, _INBOX.c.id)
                 .limit(1)
             )

@@ -80,7 +80,7 @@ class PagerDutyWebhook:
             if event_type not in HANDLED:
                 log.info("pagerduty event ignored", event_type=event_type)
                 return accepted(note=f"event type {event_type} is not handled")
-            parse_pagerduty(payload)  # malformed is a 400 now, not a failed row later
+            alert = parse_pagerduty(payload)  # malformed is a 400 now, not a failed row later
         except RejectedRequest as rejected:
             log.info("pagerduty webhook rejected", status=rejected.status, reason=rejected.reason)
             return rejected.response()
@@ -89,7 +89,12 @@ class PagerDutyWebhook:
         delivery = request.headers.get("x-webhook-id", "")[:200] or None
         try:
             put = await asyncio.to_thread(
-                self.inbox.put, "pagerduty", _as_text(body, payload), 1, delivery
+                self.inbox.put,
+                "pagerduty",
+                _as_text(body, payload),
+                1,
+                alert.pagerduty_incident_id or "",
+                delivery,
             )
         except sa.exc.SQLAlchemyError as exc:
             log.error("pagerduty webhook not stored", error=str(exc).splitlines()[0])
@@ -159,6 +164,7 @@ class AlertmanagerWebhook:
                     "alertmanager",
                     _as_text(body, payload),
                     len(alerts),
+                    alerts[0].group_key or "",
                     max_backlog=self.max_backlog,
                 ),
             )

@@ -260,6 +260,7 @@ class InboxBatch(Base):
         _one_of("source", INBOX_SOURCES),
         _one_of("state", INBOX_STATES),
         sa.Index("ix_inbox_next", "state", "priority", "id"),
+        sa.Index("ix_inbox_group", "group_key", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -267,6 +268,10 @@ class InboxBatch(Base):
     # Lower goes first: PagerDuty (0) before bulk Alertmanager batches (1).
     priority: Mapped[int]
     body: Mapped[str]
+    # Rows of one group (an Alertmanager groupKey, a PagerDuty incident) are
+    # applied strictly in order, even across replicas: a "resolved" batch never
+    # overtakes the "firing" one before it.
+    group_key: Mapped[str]
     alert_count: Mapped[int]
     state: Mapped[str]
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -113,7 +113,7 @@ def test_concurrent_claimers_never_get_the_same_row(
 ) -> None:
     inbox = Inbox(engine)
     for n in range(40):
-        inbox.put("alertmanager", f'{{"n": {n}}}', 1)
+        inbox.put("alertmanager", f'{{"n": {n}}}', 1, group_key=f"group-{n}")
     seen: list[int] = []
     lock = threading.Lock()
 
@@ -137,15 +137,36 @@ def test_worker_applies_in_order_and_keeps_what_fails(engine: sa.Engine) -> None
             raise ValueError("cannot apply this one")
         applied.append(body)
 
-    for body in ("a1", "bad", "a2"):
-        inbox.put("alertmanager", body, 1)
+    inbox.put("alertmanager", "a1", 1, group_key="g1")
+    inbox.put("alertmanager", "bad", 1, group_key="g2")
+    inbox.put("alertmanager", "a2", 1, group_key="g2")  # waits behind "bad": same group
+    inbox.put("alertmanager", "a3", 1, group_key="g3")
     inbox.put("pagerduty", "p1", 1, delivery="wh-p1")
     worker = InboxWorker(inbox, {"alertmanager": apply, "pagerduty": apply})
     assert worker.apply_some() == 4
-    assert applied == ["p1", "a1", "a2"]
-    (kept,) = rows(engine)
-    assert (kept.state, kept.attempts) == ("pending", 1)
-    assert "ValueError: cannot apply this one" in kept.last_error
+    assert applied == ["p1", "a1", "a3"]
+    kept = {row.id: row for row in rows(engine)}
+    assert [(r.state, r.attempts) for r in kept.values()] == [("pending", 1), ("pending", 0)]
+    assert "ValueError: cannot apply this one" in next(iter(kept.values())).last_error
+
+
+def test_a_group_is_applied_in_order_even_across_claimers(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    inbox.put("alertmanager", "g1-firing", 1, group_key="g1")
+    inbox.put("alertmanager", "g1-resolved", 1, group_key="g1")
+    inbox.put("alertmanager", "g2-firing", 1, group_key="g2")
+    first = inbox.claim()  # this replica
+    other = inbox.claim()  # another replica, meanwhile
+    assert first is not None and first.body == "g1-firing"
+    assert other is not None and other.body == "g2-firing"  # not g1's second batch
+    assert inbox.claim() is None  # g1-resolved waits for g1-firing
+    inbox.fail(first, "transient")  # backing off still holds the group
+    make_due(engine)
+    again = inbox.claim()
+    assert again is not None and again.body == "g1-firing"
+    inbox.finish(again)
+    last = inbox.claim()
+    assert last is not None and last.body == "g1-resolved"
 
 
 def test_worker_run_wakes_on_put_and_stops_cleanly(engine: sa.Engine) -> None:

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("group_key", sa.Text(), nullable=False),
         sa.Column("alert_count", sa.Integer(), nullable=False),
         sa.Column("state", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
@@ -40,8 +41,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbox")),
     )
     op.create_index(op.f("ix_inbox_next"), "inbox", ["state", "priority", "id"], unique=False)
+    op.create_index(op.f("ix_inbox_group"), "inbox", ["group_key", "id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_inbox_group"), table_name="inbox")
     op.drop_index(op.f("ix_inbox_next"), table_name="inbox")
     op.drop_table("inbox")
