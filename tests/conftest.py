@@ -84,6 +84,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    """An engine on a fresh database of each kind, migrated to the latest schema."""
+    from bot.store.db import make_engine, upgrade_database
+
+    engine = make_engine(database_url)
+    upgrade_database(engine)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def promtool() -> str:
     path = shutil.which("promtool")

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from bot.commands.database import database_unavailable, migrated_database
 from bot.settings import Settings
 from bot.store.audit import verify_audit_chain
-from bot.store.db import make_engine, upgrade_database
 
 
 def run_audit_verify(settings: Settings) -> int:
-    engine = make_engine(settings.database_url)
     try:
-        upgrade_database(engine)
-        result = verify_audit_chain(engine)
+        with migrated_database(settings) as engine:
+            result = verify_audit_chain(engine)
     except sa.exc.SQLAlchemyError as exc:
-        print(f"error: database unavailable: {str(exc).splitlines()[0]}")
-        return 1
-    finally:
-        engine.dispose()
+        return database_unavailable(exc)
     if result.ok:
         print(f"audit chain ok: {result.rows_checked} rows verified")
         return 0
@@ -28,13 +24,10 @@ def run_audit_verify(settings: Settings) -> int:
 
 
 def run_db_upgrade(settings: Settings) -> int:
-    engine = make_engine(settings.database_url)
     try:
-        upgrade_database(engine)
+        with migrated_database(settings) as engine:
+            dialect = engine.dialect.name
     except sa.exc.SQLAlchemyError as exc:
-        print(f"error: database unavailable: {str(exc).splitlines()[0]}")
-        return 1
-    finally:
-        engine.dispose()
-    print(f"database at the latest schema ({engine.dialect.name})")
+        return database_unavailable(exc)
+    print(f"database at the latest schema ({dialect})")
     return 0

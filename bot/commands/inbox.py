@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from bot.commands.database import database_unavailable, migrated_database
 from bot.ingest.inbox import Inbox
 from bot.settings import Settings
-from bot.store.db import make_engine, upgrade_database
 
 
 def run_inbox_status(settings: Settings) -> int:
-    engine = make_engine(settings.database_url)
     try:
-        upgrade_database(engine)
-        inbox = Inbox(engine)
-        counts = inbox.counts()
-        failed = inbox.failed()
+        with migrated_database(settings) as engine:
+            inbox = Inbox(engine)
+            counts = inbox.counts()
+            failed = inbox.failed()
     except sa.exc.SQLAlchemyError as exc:
-        print(f"error: database unavailable: {str(exc).splitlines()[0]}")
-        return 1
-    finally:
-        engine.dispose()
+        return database_unavailable(exc)
     print(f"inbox: {counts['pending']} pending, {counts['failed']} failed")
     for row in failed:
-        error = (row.last_error or "").splitlines()[0][:200] if row.last_error else "?"
+        first_line = (row.last_error or "?").splitlines()[0][:200] if row.last_error else "?"
+        # Errors quote outside input: no terminal control characters on an operator's screen.
+        error = "".join(c if c.isprintable() else "?" for c in first_line)
         print(
             f"  #{row.id} {row.source} received {row.received_at:%Y-%m-%d %H:%M:%S}Z "
             f"({row.alert_count} alerts, {row.attempts} attempts): {error}"
@@ -43,15 +41,11 @@ def run_inbox_retry(settings: Settings, ids: list[int], all_failed: bool) -> int
     if not ids and not all_failed:
         print("error: name the failed rows to retry (IDs from `nexus-bot inbox status`) or --all")
         return 2
-    engine = make_engine(settings.database_url)
     try:
-        upgrade_database(engine)
-        requeued = Inbox(engine).retry(None if all_failed else ids)
+        with migrated_database(settings) as engine:
+            requeued = Inbox(engine).retry(None if all_failed else ids)
     except sa.exc.SQLAlchemyError as exc:
-        print(f"error: database unavailable: {str(exc).splitlines()[0]}")
-        return 1
-    finally:
-        engine.dispose()
+        return database_unavailable(exc)
     missing = sorted(set(ids) - set(requeued))
     if requeued:
         print(f"requeued {len(requeued)}: " + ", ".join(f"#{n}" for n in requeued))

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import sqlalchemy as sa
 
 from bot.store.db import make_engine, upgrade_database
 from bot.store.repository import Repository
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def nexus_bot(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.cli import nexus_bot
 
 
 def test_db_upgrade_then_verify_an_empty_log(database_url: str) -> None:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,31 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from bot.ingest.inbox import Inbox
-from bot.store.db import make_engine, upgrade_database
 from tests.fakes.slack import FakeSlack
 from tests.support.bot_process import CHANNEL, BotProcess
+from tests.support.cli import nexus_bot
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def nexus_bot(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(database_url)
-    upgrade_database(engine)
-    yield engine
-    engine.dispose()
 
 
 def metrics(bot: BotProcess) -> str:
@@ -68,7 +44,7 @@ def test_status_of_an_empty_inbox(database_url: str) -> None:
 def test_status_lists_failed_rows_and_retry_requeues_them(
     database_url: str, engine: sa.Engine
 ) -> None:
-    hostile = "ValueError: boom\n\x1b[31mforged second line"
+    hostile = "ValueError: boom \x1b[31mred\nforged second line"
     first = failed_row(engine, "{}", hostile)
     second = failed_row(engine, "{}", "KeyError: 'x'")
     Inbox(engine).put("alertmanager", "{}", 1)  # one still pending, not failed
@@ -78,6 +54,7 @@ def test_status_lists_failed_rows_and_retry_requeues_them(
     assert "inbox: 1 pending, 2 failed" in status.stdout
     assert f"#{first} alertmanager" in status.stdout and "ValueError: boom" in status.stdout
     assert "forged second line" not in status.stdout  # only an error's first line is shown
+    assert "\x1b" not in status.stdout and "boom ?[31mred" in status.stdout
 
     retried = nexus_bot(database_url, "inbox", "retry", f"#{first}")
     assert retried.returncode == 0, retried.stdout

@@ -22,14 +22,6 @@ def slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(database_url)
-    upgrade_database(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def repo(engine: sa.Engine) -> Repository:
     return Repository(engine)
 

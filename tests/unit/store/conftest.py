@@ -1,8 +1,8 @@
-"""Fixtures for the store tests: a migrated engine and a Repository on it."""
+"""Fixtures for the store tests: a Repository on the migrated `engine` (tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 from typing import TypeVar
@@ -10,18 +10,9 @@ from typing import TypeVar
 import pytest
 import sqlalchemy as sa
 
-from bot.store.db import make_engine, upgrade_database
 from bot.store.repository import Repository
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(database_url)
-    upgrade_database(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
