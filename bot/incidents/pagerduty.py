@@ -42,8 +42,14 @@ NOTE_EVENTS = {
 HANDLED = {"incident.triggered", *STATUS_EVENTS, *NOTE_EVENTS}
 
 
-def handle_pagerduty_event(service: IncidentService, body: Any) -> Outcome:
-    """Apply one parsed webhook body. Raises PayloadError for a malformed one."""
+def handle_pagerduty_event(
+    service: IncidentService, body: Any, redelivered: bool = False
+) -> Outcome:
+    """Apply one parsed webhook body. Raises PayloadError for a malformed one.
+
+    `redelivered`: possibly applied before by a process that died (see
+    IncidentService.ingest_alerts).
+    """
     event_type = event_type_of(body)
     if event_type not in HANDLED:
         log.info("pagerduty event ignored", event_type=event_type)
@@ -61,7 +67,7 @@ def handle_pagerduty_event(service: IncidentService, body: Any) -> Outcome:
                 {"pagerduty_incident_id": alert.pagerduty_incident_id},
             )
             return Outcome(message="resolved event for an incident we never opened: recorded")
-        outcome = service.ingest_alerts([_as_trigger(alert)])
+        outcome = service.ingest_alerts([_as_trigger(alert)], redelivered)
         if event_type == "incident.triggered":
             return outcome
         number = outcome.incidents[0]

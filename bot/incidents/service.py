@@ -89,11 +89,17 @@ class IncidentService:
 
     # -- alerts ----------------------------------------------------------------
 
-    def ingest_alerts(self, alerts: list[Alert]) -> Outcome:
-        """Store a batch durably (before the caller answers) and update Slack."""
+    def ingest_alerts(self, alerts: list[Alert], redelivered: bool = False) -> Outcome:
+        """Apply a batch: incidents, alerts, threads, root edits, the ladder.
+
+        `redelivered`: this batch may have been applied before by a process that
+        died part-way (the inbox hands it out again). Its incidents then exist
+        already, so "created" is false for them; the pages and ladder a new
+        incident gets are started for any that never climbed a step.
+        """
         outcome = Outcome()
         for plan in plan_incidents(alerts, self.playbooks.playbooks, self.settings):
-            self._apply_plan(plan, outcome)
+            self._apply_plan(plan, outcome, redelivered=redelivered)
         self.wake_outbox()
         return outcome
 
@@ -121,7 +127,13 @@ class IncidentService:
         self.wake_outbox()
         return outcome
 
-    def _apply_plan(self, plan: IncidentPlan, outcome: Outcome, actor: str | None = None) -> None:
+    def _apply_plan(
+        self,
+        plan: IncidentPlan,
+        outcome: Outcome,
+        actor: str | None = None,
+        redelivered: bool = False,
+    ) -> None:
         lead = plan.alerts[0]
         from_pagerduty = lead.source is AlertSource.PAGERDUTY
         incident, created = self.repo.open_incident(
@@ -146,12 +158,15 @@ class IncidentService:
                 all_resolved = self._follow_up(s, incident.id, from_pagerduty, lead.source.value)
         if all_resolved and self.notices is not None:
             self.notices.resolved(incident)
-        if created:
-            if self.ladder is not None:
-                # After the thread exists, so level 1 is said in it.
-                self.ladder.start(incident.id)
+        if created or (redelivered and not self.repo.escalation_steps(incident.id)):
             if self.notices is not None:
+                # Before the ladder's first step: once a step exists, a redelivery
+                # takes the incident as announced (PagerDuty dedups a repeat anyway).
                 self.notices.opened(incident)
+            if self.ladder is not None:
+                # After the thread exists, so level 1 is said in it. Idempotent:
+                # a level fires once per incident (a unique step row).
+                self.ladder.start(incident.id)
 
     def _follow_up(self, s: Session, number: int, from_pagerduty: bool, actor: str) -> bool:
         """More alerts for an incident that already has its thread; True if now all resolved."""

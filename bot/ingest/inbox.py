@@ -234,7 +234,9 @@ class Inbox:
         return {"pending": found.get("pending", 0), "failed": found.get("failed", 0)}
 
 
-Applier = Callable[[str], object]
+# (stored body, redelivered): redelivered when an earlier attempt may have applied
+# part of it before its process died or it failed.
+Applier = Callable[[str, bool], object]
 
 
 class Ingress:
@@ -339,7 +341,7 @@ class InboxWorker:
         try:
             if applier is None:
                 raise LookupError(f"no applier for source {claimed.source!r}")
-            applier(claimed.body)
+            applier(claimed.body, claimed.attempts > 1)
         except Exception as exc:
             log.warning(
                 "inbox batch not applied; will retry",

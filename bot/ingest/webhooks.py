@@ -27,7 +27,7 @@ from bot.domain.alerts import PayloadError, parse_alertmanager, parse_pagerduty
 from bot.incidents.pagerduty import HANDLED, event_type_of, handle_pagerduty_event
 from bot.incidents.service import IncidentService
 from bot.ingest.http import RejectedRequest, accepted, parse_json, read_body
-from bot.ingest.inbox import Inbox, Ingress, Put
+from bot.ingest.inbox import Applier, Inbox, Ingress, Put
 from bot.ingest.signatures import verify_bearer, verify_pagerduty_signature
 
 log = structlog.get_logger("bot.ingest")
@@ -45,11 +45,13 @@ def _as_text(body: bytes, payload: Any) -> str:
         return json.dumps(payload)
 
 
-def inbox_appliers(service: IncidentService) -> dict[str, Callable[[str], object]]:
+def inbox_appliers(service: IncidentService) -> dict[str, Applier]:
     """How the inbox worker applies each source's stored body."""
     return {
-        "alertmanager": lambda body: service.ingest_alerts(parse_alertmanager(json.loads(body))),
-        "pagerduty": lambda body: handle_pagerduty_event(service, json.loads(body)),
+        "alertmanager": lambda body, again: service.ingest_alerts(
+            parse_alertmanager(json.loads(body)), again
+        ),
+        "pagerduty": lambda body, again: handle_pagerduty_event(service, json.loads(body), again),
     }
 
 

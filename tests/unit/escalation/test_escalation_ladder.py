@@ -251,3 +251,34 @@ def test_pagerduty_escalation_is_mirrored_not_doubled(database_url: str, clock: 
     assert world.pd.levels == [("PD9", 3)]
     world.ladder.mirror_pagerduty(number)  # … whose webhook echo is not a new level
     assert world.levels(number) == [1, 2, 3]
+
+
+def test_a_redelivered_batch_starts_the_ladder_a_crash_left_unstarted(
+    database_url: str, clock: Clock
+) -> None:
+    world = World(database_url, clock)
+    number = world.open()
+    assert world.levels(number) == [1]
+    # As if the process died after the incident was committed, before the ladder started.
+    with world.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM escalation_steps"))
+        conn.execute(
+            sa.update(Incident)
+            .where(Incident.id == number)
+            .values(escalation_level=1, next_escalation_at=None)
+        )
+    alert = Alert(
+        source=AlertSource.GENERIC,
+        fingerprint="fp-critical",
+        title="SSOT sync failed (critical)",
+        labels={"severity": "critical"},
+        group_key="key-critical",
+    )
+    world.service.ingest_alerts([alert])  # a later batch, not a redelivery: no second start
+    assert world.levels(number) == []
+    world.service.ingest_alerts([alert], redelivered=True)
+    assert world.levels(number) == [1]
+    assert world.repo.get_incident(number).next_escalation_at is not None  # type: ignore[union-attr]
+    world.service.ingest_alerts([alert], redelivered=True)  # and only once
+    assert world.levels(number) == [1]
+    assert sum("Level 1" in text for text in world.replies()) == 2  # the first start + this one

@@ -132,7 +132,7 @@ def test_worker_applies_in_order_and_keeps_what_fails(engine: sa.Engine) -> None
     inbox = Inbox(engine)
     applied: list[str] = []
 
-    def apply(body: str) -> None:
+    def apply(body: str, redelivered: bool) -> None:
         if "bad" in body:
             raise ValueError("cannot apply this one")
         applied.append(body)
@@ -172,7 +172,9 @@ def test_a_group_is_applied_in_order_even_across_claimers(engine: sa.Engine) -> 
 def test_worker_run_wakes_on_put_and_stops_cleanly(engine: sa.Engine) -> None:
     inbox = Inbox(engine)
     applied: list[str] = []
-    worker = InboxWorker(inbox, {"alertmanager": applied.append}, poll_seconds=30)
+    worker = InboxWorker(
+        inbox, {"alertmanager": lambda body, _: applied.append(body)}, poll_seconds=30
+    )
 
     async def scenario() -> None:
         task = asyncio.create_task(worker.run())
@@ -198,3 +200,21 @@ def test_an_unknown_source_in_the_table_is_retried_not_dropped(engine: sa.Engine
     assert worker.apply_some() == 1
     (row,) = rows(engine)
     assert row.state == "pending" and "no applier" in row.last_error
+
+
+def test_a_second_attempt_is_applied_as_redelivered(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    seen: list[tuple[str, bool]] = []
+
+    def flaky(body: str, redelivered: bool) -> None:
+        seen.append((body, redelivered))
+        if len(seen) == 1:
+            raise ConnectionError("database went away mid-apply")
+
+    inbox.put("alertmanager", "batch", 1, group_key="g")
+    worker = InboxWorker(inbox, {"alertmanager": flaky})
+    worker.apply_some()
+    make_due(engine)
+    worker.apply_some()
+    assert seen == [("batch", False), ("batch", True)]
+    assert rows(engine) == []
