@@ -29,15 +29,14 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot import metrics
-from bot.store.models import InboxBatch, WebhookDelivery, utcnow
+from bot.store.models import InboxBatch, utcnow
+from bot.store.repository import first_delivery
 
 log = structlog.get_logger("bot.ingest.inbox")
 
 _INBOX = cast(sa.Table, InboxBatch.__table__)
-_DELIVERIES = cast(sa.Table, WebhookDelivery.__table__)
 
 # PagerDuty incidents page people; bulk alerts can wait a moment behind them.
 PRIORITY = {"pagerduty": 0, "alertmanager": 1}
@@ -90,18 +89,8 @@ class Inbox:
                 ).scalar_one()
                 if waiting >= max_backlog:
                     return Put.FULL
-            if delivery:
-                insert = postgresql.insert if self.postgres else sqlite.insert
-                first_time = conn.execute(
-                    insert(_DELIVERIES)
-                    .values(source=source, delivery_id=delivery, received_at=now)
-                    .on_conflict_do_nothing(
-                        index_elements=[_DELIVERIES.c.source, _DELIVERIES.c.delivery_id]
-                    )
-                    .returning(_DELIVERIES.c.id)
-                ).scalar()
-                if first_time is None:
-                    return Put.DUPLICATE
+            if delivery and not first_delivery(conn, source, delivery, now):
+                return Put.DUPLICATE
             conn.execute(
                 sa.insert(_INBOX).values(
                     source=source,

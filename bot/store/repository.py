@@ -71,6 +71,19 @@ class AlertRecord:
     ends_at: datetime | None = None
 
 
+def first_delivery(conn: sa.Connection, source: str, delivery_id: str, now: datetime) -> bool:
+    """Record a delivery id in the caller's transaction; False if it was seen before."""
+    table = cast(sa.Table, WebhookDelivery.__table__)
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        insert(table)
+        .values(source=source, delivery_id=delivery_id, received_at=now)
+        .on_conflict_do_nothing(index_elements=[table.c.source, table.c.delivery_id])
+        .returning(table.c.id)
+    )
+    return conn.execute(stmt).scalar() is not None
+
+
 def _rowcount(result: sa.Result[Any]) -> int:
     return cast(sa.CursorResult[Any], result).rowcount
 
@@ -378,24 +391,8 @@ class Repository:
 
     def remember_delivery(self, source: str, delivery_id: str, now: datetime | None = None) -> bool:
         """True the first time a (source, delivery_id) is seen, False for a retry."""
-        table = cast(sa.Table, WebhookDelivery.__table__)
-        stmt = (
-            self._insert(table)
-            .values(source=source, delivery_id=delivery_id, received_at=now or utcnow())
-            .on_conflict_do_nothing(index_elements=[table.c.source, table.c.delivery_id])
-            .returning(table.c.id)
-        )
         with self.session() as s:
-            return s.scalar(stmt) is not None
-
-    def delivery_seen(self, source: str, delivery_id: str) -> bool:
-        with self._read() as s:
-            found = s.scalar(
-                sa.select(WebhookDelivery.id).where(
-                    WebhookDelivery.source == source, WebhookDelivery.delivery_id == delivery_id
-                )
-            )
-            return found is not None
+            return first_delivery(s.connection(), source, delivery_id, now or utcnow())
 
     # -- remediation -------------------------------------------------------
 
