@@ -38,11 +38,19 @@ DATABASE_DOWN = JSONResponse(
 
 
 def _as_text(body: bytes, payload: Any) -> str:
-    """The body as stored: the bytes we verified when they are UTF-8 (nearly always)."""
+    """The body as stored: the bytes we verified when they are plain UTF-8 (nearly always).
+
+    json.loads also accepts bytes in UTF-16/32 or with a UTF-8 BOM. Those are
+    stored re-serialised, so the worker's json.loads(str) reads them back and
+    PostgreSQL (no NUL in text) takes them.
+    """
     try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:  # json.loads also takes UTF-16/32
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
         return json.dumps(payload)
+    if text.startswith("\ufeff") or "\x00" in text:
+        return json.dumps(payload)
+    return text
 
 
 def inbox_appliers(service: IncidentService) -> dict[str, Applier]:

@@ -316,3 +316,27 @@ def test_buttons_acknowledge_once_and_request_remediation(
         timeout=10,
     )
     assert "remediation.refused" in bot.command("timeline 1").json()["text"]
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: text.encode("utf-16"),
+        lambda text: text.encode("utf-32-le"),
+        lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"),
+    ],
+    ids=["utf-16", "utf-32", "utf-8-bom"],
+)
+def test_json_in_other_unicode_encodings_is_accepted_and_applied(
+    bot: BotProcess, slack: FakeSlack, encode: Any
+) -> None:
+    # json.loads takes these; the inbox must store them so its worker (and
+    # PostgreSQL, which refuses NUL in text) can read them back.
+    batch = encode(json.dumps(load("alertmanager-frenly-ai.json")))
+    trigger = encode(json.dumps(load("pagerduty-incident-triggered.json")))
+    assert bot.alertmanager(batch).status_code == 202
+    assert bot.pagerduty(trigger).status_code == 202
+    bot.wait_applied()
+    assert bot.scalar("SELECT count(*) FROM inbox") == 0  # applied, none failed
+    assert bot.scalar("SELECT count(*) FROM incidents") == 2
+    slack.wait_for(lambda: len(slack.roots(CHANNEL)) == 2, timeout=10)
