@@ -168,7 +168,8 @@ def test_batches_accepted_by_a_bot_that_died_are_applied_on_the_next_start(
     # ...and the next process applies it: all 1,200 alerts, one thread per group.
     second = BotProcess(database_url, slack.url, slack.token or "").start()
     try:
-        second.wait_applied()
+        # A row the first process had claimed waits out its 15 s lease first.
+        second.wait_applied(timeout=60)
         assert stored_alerts(database_url) == 6 * 200
         assert second.scalar("SELECT count(*) FROM incidents") == 4  # groupKey storm=0..3
     finally:
