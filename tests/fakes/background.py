@@ -1,6 +1,7 @@
 """What every fake HTTP server here shares: an aiohttp app served from its own
 event loop in a background thread, on a socket bound before serving (so the port
-is known without a race), usable from sync tests, async tests and subprocesses."""
+is known without a race), usable from sync tests, async tests and subprocesses.
+`ThreadedHTTPServer` is the same lifecycle for the fakes built on http.server."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import socket
 import ssl
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
 
@@ -71,6 +73,63 @@ class BackgroundServer:
         thread.join(timeout=10)
         loop.close()
         self._loop = self._thread = self._runner = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ThreadedHTTPServer:
+    """An http.server fake on 127.0.0.1 (a free port), served by a daemon thread.
+
+    Subclasses give `_handler()`, the request handler class.
+    """
+
+    thread_name = "fake-http"
+    # How often serve_forever checks for shutdown: stop() waits up to this long.
+    poll_interval = 0.5
+
+    def __init__(self) -> None:
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            args=(self.poll_interval,),
+            name=self.thread_name,
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    @property
+    def _address(self) -> tuple[str, int]:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} not started")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
 
     def __enter__(self) -> Self:
         return self.start()

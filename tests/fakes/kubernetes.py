@@ -40,13 +40,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.fakes.background import ThreadedHTTPServer
 
 DEFAULT_TOKEN = "fake-k8s-token-4f9c2e7a1b"
 DEFAULT_USER = "system:serviceaccount:nexus:nexus-bot"
@@ -143,8 +144,13 @@ def write_kubeconfig(path: str | Path, url: str, token: str | None = DEFAULT_TOK
     return target
 
 
-class FakeKubernetes:
+class FakeKubernetes(ThreadedHTTPServer):
+    thread_name = "fake-k8s"
+    # A short poll interval: stop() waits for it, once per test.
+    poll_interval = 0.02
+
     def __init__(self, *, token: str = DEFAULT_TOKEN, user: str = DEFAULT_USER) -> None:
+        super().__init__()
         self.token = token
         self.user = user
         self._lock = threading.RLock()
@@ -155,51 +161,20 @@ class FakeKubernetes:
         self._hooks: list[_Hook] = []
         self._requests: list[FakeRequest] = []
         self._rv = 1000
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self) -> FakeKubernetes:
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(_Handler):
             server_fake = fake
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self._server = server
-        # A short poll interval: shutdown() waits for it, once per test.
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.02,), name="fake-k8s", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeKubernetes:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return Handler
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeKubernetes not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self._address[1]}"
 
     def write_kubeconfig(self, path: str | Path, *, with_token: bool = True) -> Path:
         return write_kubeconfig(path, self.url, self.token if with_token else None)

@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.fakes.background import ThreadedHTTPServer
 from tests.support.bot_process import REPO_ROOT, free_port
 
 RULES_FILE = REPO_ROOT / "config" / "prometheus" / "nexus-alerts.rules.yaml"
@@ -68,15 +69,16 @@ def _labels_text(labels: Mapping[str, str]) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in escaped) + "}"
 
 
-class MetricsServer:
+class MetricsServer(ThreadedHTTPServer):
     """``GET /metrics`` on 127.0.0.1 with gauges the test sets; a thread serves it."""
 
+    thread_name = "metrics-server"
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         self.scrapes = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def set(self, name: str, value: float, **labels: str) -> None:
         with self._lock:
@@ -91,7 +93,7 @@ class MetricsServer:
                     lines.append(f"{name}{_labels_text(dict(labels))} {value:g}")
         return "\n".join(lines) + "\n"
 
-    def start(self) -> MetricsServer:
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -111,40 +113,13 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # one line per scrape each second is noise
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-server", daemon=True
-        )
-        self._thread.start()
-        return self
+        return Handler
 
     @property
     def address(self) -> str:
         """``host:port``, as a Prometheus static target."""
-        if self._server is None:
-            raise RuntimeError("MetricsServer not started")
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> MetricsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        host, port = self._address
+        return f"{host}:{port}"
 
 
 # -- the daemons ------------------------------------------------------------------
