@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from bot.store.db import make_engine
 from tests.fakes.slack import FakeSlack
 from tests.support.bot_process import BotProcess
+from tests.support.postgres import drop_database
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -130,14 +131,7 @@ def test_database_down_is_503_never_202(
         assert bot.alertmanager(big_batch(0, 3)).status_code == 202
         name = postgres_url.rsplit("/", 1)[1]
         admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                ),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        drop_database(admin, name)
         admin.dispose()
         answer = bot.alertmanager(big_batch(1, 3))
         assert answer.status_code == 503

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.support.bot_process import PortTaken, free_port
+from tests.support.postgres import drop_database
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLACK_TOKEN = "xoxb-1111-2222-serveTestSecretToken"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Bot:
@@ -49,10 +45,6 @@ def start_bot(database_url: str, **env: str) -> Bot:
         except PortTaken:
             continue
     return _start_bot(database_url, **env)
-
-
-class PortTaken(Exception):
-    pass
 
 
 def _start_bot(database_url: str, **env: str) -> Bot:
@@ -135,14 +127,7 @@ def test_readyz_is_503_when_the_database_goes_away(postgres_url: str, postgres_s
         assert httpx.get(f"{bot.url}/readyz").status_code == 200
         name = postgres_url.rsplit("/", 1)[1]
         admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                ),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        drop_database(admin, name)
         admin.dispose()
         answer = httpx.get(f"{bot.url}/readyz", timeout=15)
         assert answer.status_code == 503
