@@ -55,9 +55,8 @@ if str(REPO_ROOT) not in sys.path:
 from tests.fakes.slack import FakeSlack  # noqa: E402
 from tests.support.bot_process import (  # noqa: E402
     ALERTMANAGER_TOKEN,
-    CHANNEL,
     PAGERDUTY_SECRET,
-    SIGNING_SECRET,
+    bot_env,
 )
 
 DEFAULT_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -432,19 +431,8 @@ class Bot:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / "bot.log"
         self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "NEXUS_CONFIG": str(REPO_ROOT / "config" / "nexus.yaml"),
-            "NEXUS_PLAYBOOKS": str(REPO_ROOT / "playbooks"),
+            **bot_env(database_url, self.port, slack_url, slack_token),
             "NEXUS_WORKDIR": str(log_dir / "work"),
-            "SLACK_BOT_TOKEN": slack_token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack_url,
-            "NEXUS_INCIDENT_CHANNEL": CHANNEL,
-            "PAGERDUTY_WEBHOOK_SECRETS": PAGERDUTY_SECRET,
-            "ALERTMANAGER_TOKEN": ALERTMANAGER_TOKEN,
         }
         for name in ("PAGERDUTY_ROUTING_KEY", "PAGERDUTY_API_TOKEN", "SMTP_URL", "SLACK_APP_TOKEN"):
             self.env.pop(name, None)  # loopback only: nothing may leave the machine

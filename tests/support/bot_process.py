@@ -33,6 +33,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bot_env(database_url: str, port: int, slack_url: str, slack_token: str) -> dict[str, str]:
+    """This environment plus what a test bot needs: the shipped config and playbooks,
+    Slack at `slack_url`, the test secrets, one incident channel, 127.0.0.1:`port`."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "NEXUS_CONFIG": str(REPO_ROOT / "config" / "nexus.yaml"),
+        "NEXUS_PLAYBOOKS": str(REPO_ROOT / "playbooks"),
+        "SLACK_BOT_TOKEN": slack_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack_url,
+        "NEXUS_INCIDENT_CHANNEL": CHANNEL,
+        "PAGERDUTY_WEBHOOK_SECRETS": PAGERDUTY_SECRET,
+        "ALERTMANAGER_TOKEN": ALERTMANAGER_TOKEN,
+    }
+
+
 class PortTaken(Exception):
     """Another process bound the free port between our check and the bot's bind."""
 
@@ -45,18 +64,9 @@ class BotProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "NEXUS_CONFIG": str(REPO_ROOT / "config" / "nexus.yaml"),
-            "NEXUS_PLAYBOOKS": str(REPO_ROOT / "playbooks"),
-            "SLACK_BOT_TOKEN": slack_token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack_url,
-            "NEXUS_INCIDENT_CHANNEL": CHANNEL,
+            **bot_env(database_url, self.port, slack_url, slack_token),
+            # Two secrets as during a rotation; requests are signed with the second.
             "PAGERDUTY_WEBHOOK_SECRETS": f"old-rotated-secret,{PAGERDUTY_SECRET}",
-            "ALERTMANAGER_TOKEN": ALERTMANAGER_TOKEN,
             **env,
         }
         self.proc: subprocess.Popen[str] | None = None
