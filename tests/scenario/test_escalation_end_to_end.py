@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
-from tests.support.bot_process import CHANNEL, REPO_ROOT, BotProcess
+from tests.support.bot_process import CHANNEL, BotProcess, config_with_contacts
 from tests.unit.notify.notify_support import BoundController, Recorder
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -52,12 +51,7 @@ class Ladder:
 
 @pytest.fixture
 def ladder(tmp_path: Path) -> Iterator[Ladder]:
-    config = yaml.safe_load((REPO_ROOT / "config" / "nexus.yaml").read_text())
-    for level in config["escalation"]["levels"]:
-        level["slack"] = [f"U0LEVEL{level['level']}"]
-        level["email"] = [f"level{level['level']}@nexus.test"]
-    path = tmp_path / "nexus.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = config_with_contacts(tmp_path, slack_users=True)
     recorder = Recorder()
     smtp = BoundController(recorder)
     smtp.start()

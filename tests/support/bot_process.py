@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import httpx
 import sqlalchemy as sa
+import yaml
 
 from bot.store.db import make_engine
 
@@ -31,6 +32,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def config_with_contacts(folder: Path, *, slack_users: bool = False) -> Path:
+    """The shipped config/nexus.yaml with `levelN@nexus.test` (and, if asked, Slack
+    user `U0LEVELN`) on every escalation level, written to `folder`/nexus.yaml."""
+    config = yaml.safe_load((REPO_ROOT / "config" / "nexus.yaml").read_text())
+    for level in config["escalation"]["levels"]:
+        if slack_users:
+            level["slack"] = [f"U0LEVEL{level['level']}"]
+        level["email"] = [f"level{level['level']}@nexus.test"]
+    path = folder / "nexus.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def bot_env(database_url: str, port: int, slack_url: str, slack_token: str) -> dict[str, str]:
