@@ -62,11 +62,9 @@ class Notices(Protocol):
 
 @dataclass
 class Outcome:
-    """What a handler did: for the HTTP answer, the command reply and the tests."""
+    """What a handler did: for the command reply and the tests."""
 
     incidents: list[int] = field(default_factory=list)
-    opened: list[int] = field(default_factory=list)
-    new_alerts: int = 0
     changed: bool = False
     message: str = ""
 
@@ -147,11 +145,7 @@ class IncidentService:
             pagerduty_url=lead.url if from_pagerduty else None,
         )
         outcome.incidents.append(incident.id)
-        if created:
-            outcome.opened.append(incident.id)
-        outcome.new_alerts += self.repo.record_alerts(
-            incident.id, [self._record(a) for a in plan.alerts]
-        )
+        self.repo.record_alerts(incident.id, [self._record(a) for a in plan.alerts])
         all_resolved = False
         with self.repo.session() as s:
             if not self._open_thread(s, incident.id, plan, actor):
