@@ -355,7 +355,35 @@ def check_step_params(
     planned = plan_step(step, {}, allowed)
     if planned.refusal and not planned.missing:
         errors.append((("params",), f"target refused: {planned.refusal}"))
+        return errors
+    refusal = _literal_target_refusal(model, literal, templated, allowed)
+    if refusal is not None:
+        errors.append((("params",), f"target refused: {refusal}"))
     return errors
+
+
+def _literal_target_refusal(
+    model: type[ActionParams],
+    literal: Mapping[str, Any],
+    templated: set[str],
+    allowed: AllowedTargets,
+) -> str | None:
+    """The refusal of a target built from literal parameters alone.
+
+    A step whose target is literal but which waits for the alert for another
+    parameter (`github.close_pr` with a literal `repo` and `pr: "{{ pr }}"`)
+    never yields a full plan at load time; its target is judged all the same.
+    The literal values were validated above; a target that needs a templated
+    parameter cannot be built and is judged when the alert fills it in.
+    """
+    partial = model.model_construct(**literal)
+    for name in templated:
+        partial.__dict__.pop(name, None)  # a default must not stand in for the alert's value
+    try:
+        target = partial.target()
+    except AttributeError:
+        return None
+    return refusal_for(target, allowed)
 
 
 # --- matching and planning ---------------------------------------------------

@@ -159,6 +159,13 @@ BROKEN: dict[str, tuple[str, str]] = {
         "13: target refused: deployment prod/postgres is not allow-listed "
         "(allowed_targets.deployments in the config)",
     ),
+    "close-pr-outside-allow-list.yaml": (
+        HEADER.format(id="close-pr-outside-allow-list")
+        + "rollback:\n  - id: close\n    title: Close the PR\n    action: github.close_pr\n"
+        + '    params: {repo: attacker/ssot, pr: "{{ pr }}"}\n',
+        "13: target refused: repository attacker/ssot is not allow-listed "
+        "(allowed_targets.repositories in the config)",
+    ),
     "unknown-key.yaml": (
         HEADER.format(id="unknown-key") + "owner: platform-team\n",
         "9: owner: unknown key 'owner'",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from bot.actions.registry import REGISTRY
 from bot.domain.alerts import Alert, AlertSource, parse_alertmanager, parse_pagerduty
 from bot.domain.playbooks import (
     GENERIC_TRIAGE,
@@ -201,6 +202,66 @@ def test_a_templated_default_target_outside_the_allow_list_is_a_problem(
     )
     (problem,) = load_playbooks([path], shipped_allowed).problems
     assert "target refused: deployment kube-system/coredns" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("params", "refused"),
+    [
+        # A literal repository outside the list, the PR number from the alert.
+        ('{repo: attacker/ssot, pr: "{{ pr }}"}', "repository attacker/ssot"),
+        # Every parameter literal.
+        ("{repo: attacker/ssot, pr: 7}", "repository attacker/ssot"),
+        # Allow-listed repository: nothing to say.
+        ('{repo: nexus/ssot, pr: "{{ pr }}"}', None),
+        # The repository itself comes from the alert: judged when the alert arrives.
+        ('{repo: "{{ repo }}", pr: "{{ pr }}"}', None),
+    ],
+)
+def test_close_pr_literal_targets_are_checked_against_the_allow_list(
+    tmp_path: Path, shipped_allowed: AllowedTargets, params: str, refused: str | None
+) -> None:
+    path = _write(
+        tmp_path,
+        "p.yaml",
+        HEADER.format(id="close-pr")
+        + "rollback:\n  - id: s1\n    title: S\n    action: github.close_pr\n"
+        + f"    params: {params}\n",
+    )
+    problems = [str(p) for p in load_playbooks([path], shipped_allowed).problems]
+    if refused is None:
+        assert problems == []
+    else:
+        assert problems == [
+            f"{path}:11: target refused: {refused} is not allow-listed "
+            "(allowed_targets.repositories in the config)"
+        ]
+
+
+def test_literal_targets_are_checked_for_every_action(
+    tmp_path: Path, shipped_allowed: AllowedTargets
+) -> None:
+    """Each registered action with a literal target outside the list and every other
+    parameter templated is refused at load time."""
+    literal_targets = {
+        "git.revert": 'repo: attacker/ssot, commit: "{{ commit }}"',
+        "git.restore_path": 'repo: attacker/ssot, commit: "{{ commit }}"',
+        "github.close_pr": 'repo: attacker/ssot, pr: "{{ pr }}"',
+        "k8s.scale": 'namespace: prod, deployment: db, replicas: "{{ replicas }}"',
+        "k8s.rollout_restart": "namespace: prod, deployment: db",
+        "k8s.rollout_undo": 'namespace: prod, deployment: db, to_revision: "{{ rev }}"',
+        "k8s.configmap_patch": 'namespace: prod, name: cfg, data: {a: "{{ a }}"}',
+    }
+    assert set(literal_targets) == set(REGISTRY.names())
+    for name, params in literal_targets.items():
+        path = _write(
+            tmp_path,
+            f"{name}.yaml",
+            HEADER.format(id=name.replace(".", "-").replace("_", "-"))
+            + f"rollback:\n  - id: s1\n    title: S\n    action: {name}\n"
+            + f"    params: {{{params}}}\n",
+        )
+        problems = [p.message for p in load_playbooks([path], shipped_allowed).problems]
+        assert len(problems) == 1 and "is not allow-listed" in problems[0], (name, problems)
 
 
 def test_missing_paths_and_duplicates_are_problems(tmp_path: Path) -> None:
