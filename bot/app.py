@@ -114,7 +114,10 @@ def create_app(
         if outbox is not None:
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
         scheduler = build_scheduler(
-            {"escalation": (ladder.sweep, 1.0), "request-expiry": (flow.expire_due, 5.0)}
+            {
+                "escalation-sweep": (ladder.sweep, 1.0),
+                "remediation-request-expiry": (flow.expire_due, 5.0),
+            }
         )
         scheduler.start()
         socket_mode = None

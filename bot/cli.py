@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import Settings, SettingsError, load_settings, resolve_paths
 
 EXIT_OK, EXIT_INVALID, EXIT_CONFIG = 0, 1, 2
 
@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.commands.validate import run_validate
 
         return run_validate(args.paths)
-    settings = _settings_or_exit()
+    # Once, against the directory the command was started from (see resolve_paths).
+    settings = resolve_paths(_settings_or_exit(), Path.cwd())
     if args.command == "simulate":
         from bot.commands.simulate import run_simulate
 

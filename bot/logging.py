@@ -61,7 +61,14 @@ ROUTED_LOGGERS = (
     "slack_sdk",
     "sqlalchemy",
     "alembic",
+    "apscheduler",
 )
+
+# Loggers that write a line per routine run (APScheduler: "Running job ...",
+# "... executed successfully", twice a second per sweep). Those lines are
+# demoted to DEBUG so an idle bot is silent; their warnings and errors
+# (a missed run, a job that raised) keep their level.
+CHATTY_LOGGERS = ("apscheduler.executors",)
 
 # Compared against the key lower-cased with separators removed, so "api_key",
 # "X-Api-Key" and "apiKey" all match "apikey". Substring matching over-redacts
@@ -302,6 +309,19 @@ def _parse_level(level: str) -> int:
         raise ValueError(f"unknown log level {level!r}; use one of {known}") from None
 
 
+class _DemoteRoutineLines(logging.Filter):
+    """INFO records of the `CHATTY_LOGGERS` become DEBUG ones, shown only at debug level."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.name.startswith(CHATTY_LOGGERS):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return record.levelno >= self.threshold
+
+
 def configure_logging(
     level: str = "info",
     json: bool | None = None,
@@ -354,6 +374,8 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    # On the handler: a logger's own filters do not see its children's records.
+    handler.addFilter(_DemoteRoutineLines(numeric_level))
 
     # Exactly one sink: any handler left from an earlier configuration (or a
     # library's basicConfig) would write records unredacted.

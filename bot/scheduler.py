@@ -19,7 +19,11 @@ log = structlog.get_logger("bot.scheduler")
 
 
 def build_scheduler(jobs: dict[str, tuple[Callable[[], object], float]]) -> AsyncIOScheduler:
-    """One interval job per sweep: name → (synchronous function, every N seconds)."""
+    """One interval job per sweep: name → (synchronous function, every N seconds).
+
+    The name is the job's id and name in APScheduler's own log lines
+    (`escalation-sweep`, not `_in_thread.<locals>.run`).
+    """
     scheduler = AsyncIOScheduler(timezone="UTC")
     for name, (function, seconds) in jobs.items():
         scheduler.add_job(
@@ -27,6 +31,7 @@ def build_scheduler(jobs: dict[str, tuple[Callable[[], object], float]]) -> Asyn
             "interval",
             seconds=seconds,
             id=name,
+            name=name,
             max_instances=1,  # a slow sweep is never run twice at once
             coalesce=True,  # missed ticks collapse into one run
             misfire_grace_time=None,

@@ -13,6 +13,7 @@ from types import FrameType
 import sqlalchemy as sa
 import structlog
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from bot.actions.executors import build_executors
 from bot.app import build_notifiers, create_app
@@ -29,7 +30,15 @@ def _drained(signum: int, frame: FrameType | None) -> None:
 
 
 def run_server(settings: Settings) -> int:
-    configure_logging(settings.log_level, secrets=settings.secret_values())
+    json_logs = {"auto": None, "json": True, "console": False}[settings.log_format]
+    configure_logging(settings.log_level, json=json_logs, secrets=settings.secret_values())
+    log.info(
+        "paths",
+        config=str(settings.nexus_config),
+        playbooks=str(settings.nexus_playbooks),
+        workdir=str(settings.nexus_workdir),
+        database=make_url(settings.database_url).render_as_string(hide_password=True),
+    )
     for line in disabled_features(settings):
         log.warning("feature disabled", reason=line)
     engine = make_engine(settings.database_url)

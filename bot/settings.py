@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from sqlalchemy.engine import make_url
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -250,6 +251,8 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"  # noqa: S104
     port: int = Field(3000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: human-readable on a terminal, JSON lines otherwise (pipes, files, pods).
+    log_format: Literal["auto", "json", "console"] = "auto"
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
@@ -299,6 +302,13 @@ class Settings(BaseSettings):
     severity_thresholds: SeverityThresholds = Field(default_factory=SeverityThresholds)
     allowed_targets: AllowedTargets = Field(default_factory=AllowedTargets)
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    # Bounds on HTTP connections (bot/http_limits.py) and on database waits (bot/store/db.py).
+    http_request_timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
+    http_keepalive_timeout: Duration = Field(timedelta(seconds=5), gt=timedelta(0))
+    http_max_concurrency: int = Field(100, ge=1, le=100000)
+    http_max_connections: int = Field(1000, ge=1, le=1000000)
+    database_lock_timeout: Duration = Field(timedelta(seconds=3), gt=timedelta(0))
+    database_statement_timeout: Duration = Field(timedelta(seconds=30), ge=timedelta(0))
 
     @classmethod
     def settings_customise_sources(
@@ -409,6 +419,43 @@ class Settings(BaseSettings):
             values = value if isinstance(value, list) else [value]
             found += [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
         return [v for v in found if v]
+
+
+def resolve_paths(settings: Settings, base: Path) -> Settings:
+    """The settings with every relative path made absolute against `base`.
+
+    `serve` calls this once at start-up with the directory it was started
+    from: git, for one, later runs in other working directories, where a
+    relative `NEXUS_WORKDIR` names a folder that does not exist.
+    """
+    def absolute(path: Path) -> Path:
+        return path if path.is_absolute() else (base / path).resolve()
+
+    return settings.model_copy(
+        update={
+            "nexus_config": absolute(settings.nexus_config),
+            "nexus_playbooks": absolute(settings.nexus_playbooks),
+            "nexus_workdir": absolute(settings.nexus_workdir),
+            "database_url": resolve_sqlite_path(settings.database_url, base),
+        }
+    )
+
+
+def resolve_sqlite_path(database_url: str, base: Path) -> str:
+    """`sqlite:///nexus-bot.db` → `sqlite:////<base>/nexus-bot.db`; other URLs as they are.
+
+    In-memory databases (`sqlite://`, `:memory:`) and SQLite `file:` URIs are left alone.
+    """
+    if not database_url.startswith("sqlite"):
+        return database_url
+    url = make_url(database_url)
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return database_url
+    path = Path(database)
+    if path.is_absolute():
+        return database_url
+    return url.set(database=str((base / path).resolve())).render_as_string(hide_password=False)
 
 
 def disabled_features(settings: Settings) -> list[str]:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import httpx
 import sqlalchemy as sa
 import yaml
 
+from bot.settings import Settings
 from bot.store.db import make_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +68,22 @@ def bot_env(database_url: str, port: int, slack_url: str, slack_token: str) -> d
     }
 
 
+# Every environment variable the bot reads (lower case), so a "defaults" bot sees none.
+SETTING_NAMES = frozenset(Settings.model_fields) | {"nexus_config"}
+
+
+def repository_copy(destination: Path) -> Path:
+    """What a new user has after cloning: the repository's files, no venv, no database."""
+    shutil.copytree(
+        REPO_ROOT,
+        destination,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "*.db", "*.db-*", ".nexus-work", "__pycache__", "*.egg-info"
+        ),
+    )
+    return destination
+
+
 class PortTaken(Exception):
     """Another process bound the free port between our check and the bot's bind."""
 
@@ -73,10 +91,19 @@ class PortTaken(Exception):
 class BotProcess:
     """A `nexus-bot serve` subprocess on a free port."""
 
-    def __init__(self, database_url: str, slack_url: str, slack_token: str, **env: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        slack_url: str,
+        slack_token: str,
+        *,
+        cwd: Path = REPO_ROOT,
+        **env: str,
+    ) -> None:
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.cwd = cwd
         self.env = {
             **bot_env(database_url, self.port, slack_url, slack_token),
             # Two secrets as during a rotation; requests are signed with the second.
@@ -85,6 +112,20 @@ class BotProcess:
         }
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""
+
+    @classmethod
+    def with_defaults(cls, cwd: Path, **env: str) -> BotProcess:
+        """`nexus-bot serve` as a new user starts it: from `cwd` (a copy of the
+        repository), with no setting of ours in the environment but `env`, a
+        port and the loopback address. The database is the default file in `cwd`."""
+        bot = cls(f"sqlite:///{cwd / 'nexus-bot.db'}", "", "", cwd=cwd)
+        bot.env = {
+            **{k: v for k, v in os.environ.items() if k.lower() not in SETTING_NAMES},
+            "PORT": str(bot.port),
+            "HOST": "127.0.0.1",
+            **env,
+        }
+        return bot
 
     def start(self, attempts: int = 3) -> BotProcess:
         """Start and wait until healthy; a port taken meanwhile is retried on another."""
@@ -100,7 +141,7 @@ class BotProcess:
     def _start(self) -> BotProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve"],
-            cwd=REPO_ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

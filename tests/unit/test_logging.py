@@ -492,3 +492,26 @@ def test_registered_secret_never_appears_in_output(
     output = stream.getvalue()
     assert secret not in output
     assert REDACTED in output
+
+
+# --- routine lines ------------------------------------------------------------
+
+
+def test_apscheduler_per_run_lines_are_debug_only() -> None:
+    """APScheduler logs two INFO lines per run of every job: an idle bot must be silent."""
+    executor = logging.getLogger("apscheduler.executors.default")
+    stream = capture_logs()
+    executor.info('Running job "escalation-sweep" (scheduled at ...)')
+    executor.info('Job "escalation-sweep" executed successfully')
+    logging.getLogger("apscheduler.scheduler").info('Added job "escalation-sweep"')
+    executor.warning('Run time of job "escalation-sweep" was missed by 0:00:02')
+    lines = json_lines(stream.getvalue())
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("apscheduler.scheduler", "info"),
+        ("apscheduler.executors.default", "warning"),
+    ]
+
+    stream = capture_logs(level="debug")
+    executor.info('Job "escalation-sweep" executed successfully')
+    (line,) = json_lines(stream.getvalue())
+    assert line["level"] == "debug" and "executed successfully" in line["event"]

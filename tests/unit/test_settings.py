@@ -22,6 +22,8 @@ from bot.settings import (
     format_duration,
     load_settings,
     parse_duration,
+    resolve_paths,
+    resolve_sqlite_path,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -590,3 +592,47 @@ def test_parse_duration_refuses(value: object) -> None:
 )
 def test_format_duration(seconds: int, text: str) -> None:
     assert format_duration(timedelta(seconds=seconds)) == text
+
+
+# --- paths resolved at start-up ---------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_start_directory(tmp_path: Path) -> None:
+    settings = resolve_paths(load_settings(), tmp_path)
+    assert settings.nexus_workdir == tmp_path / ".nexus-work"
+    assert settings.nexus_config == tmp_path / "config" / "nexus.yaml"
+    assert settings.nexus_playbooks == tmp_path / "playbooks"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'nexus-bot.db'}"
+
+
+def test_absolute_paths_stay(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NEXUS_WORKDIR", "/var/lib/nexus/work")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////var/lib/nexus/bot.db")
+    settings = resolve_paths(load_settings(), tmp_path)
+    assert settings.nexus_workdir == Path("/var/lib/nexus/work")
+    assert settings.database_url == "sqlite:////var/lib/nexus/bot.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///bot.db", "sqlite:////base/bot.db"),
+        ("sqlite:///data/../bot.db", "sqlite:////base/bot.db"),
+        ("sqlite+pysqlite:///rel/x.db?timeout=3", "sqlite+pysqlite:////base/rel/x.db?timeout=3"),
+        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("sqlite://", "sqlite://"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("postgresql://bot:pw@db:5432/nexus", "postgresql://bot:pw@db:5432/nexus"),
+    ],
+)
+def test_relative_sqlite_paths_resolve(url: str, expected: str) -> None:
+    assert resolve_sqlite_path(url, Path("/base")) == expected
+
+
+def test_log_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().log_format == "auto"
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    assert load_settings().log_format == "json"
+    monkeypatch.setenv("LOG_FORMAT", "xml")
+    (problem,) = problems()
+    assert problem.startswith("environment variable LOG_FORMAT: Input should be 'auto'")
