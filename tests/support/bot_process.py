@@ -147,7 +147,8 @@ class BotProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 30
+        # Generous: on a busy 2-core CI machine, imports alone have taken 8 s.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.communicate()[1]
