@@ -11,7 +11,8 @@ def button_value(body: dict[str, Any]) -> dict[str, Any]:
     actions = body.get("actions") or [{}]
     try:
         value = json.loads(actions[0].get("value") or "{}")
-    except (json.JSONDecodeError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        # ValueError: also JSONDecodeError, and integers of more than 4,300 digits.
         return {}
     return value if isinstance(value, dict) else {}
 

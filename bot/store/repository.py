@@ -394,6 +394,15 @@ class Repository:
         with self.session() as s:
             return first_delivery(s.connection(), source, delivery_id, now or utcnow())
 
+    def forget_deliveries(self, source: str, received_before: datetime) -> int:
+        """Drop the delivery ids of `source` received before the given time; how many."""
+        table = cast(sa.Table, WebhookDelivery.__table__)
+        with self.session() as s:
+            stmt = sa.delete(table).where(
+                table.c.source == source, table.c.received_at < received_before
+            )
+            return _rowcount(s.execute(stmt))
+
     # -- remediation -------------------------------------------------------
 
     def create_remediation_request(
