@@ -15,15 +15,22 @@ What it models:
 * answers shaped like Slack's for the methods the bot uses (``auth.test``,
   ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``, ``views.open``,
   ``views.update``, ``usergroups.users.list``, ``users.info``,
-  ``conversations.info``); anything else is ``unknown_method``;
+  ``conversations.info``, ``conversations.history``, ``conversations.replies``);
+  anything else is ``unknown_method``;
 * the token (``invalid_auth`` when missing or different from ``token``);
-* posted messages per channel, with threads and edits (`messages`, `thread`);
+* posted messages per channel, with threads, edits and message metadata
+  (`messages`, `thread`); ``ts`` is the wall-clock time of posting (unique,
+  increasing), so ``oldest``/``latest`` work as on Slack; the history methods
+  page with ``limit``/``cursor`` and return ``metadata`` only with
+  ``include_all_metadata``;
 * Slack's per-channel pacing: a token bucket per (method, channel) for
   ``chat.postMessage`` and ``chat.update``, answering HTTP 429 with a
   ``Retry-After`` header when exceeded (`ratelimited_count`);
 * faults on demand: `fail_next` (5xx with an HTML body), `rate_limit_next`,
   `drop_connections_next`, `inject_error` (``ok: false``), `hold_next`/`release`
-  (park requests to kill a client at a precise moment) and `delay`;
+  (park requests to kill a client at a precise moment), `delay` (before
+  processing) and `answer_slowly` (after processing: the message is posted,
+  the answer comes late, so a client times out or is killed meanwhile);
 * ``response_url`` endpoints (``POST /response/<id>``), as Bolt's ``respond()`` uses.
 
 All state is guarded by one lock: tests read it from their own thread while the
@@ -40,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -93,6 +101,7 @@ class FakeMessage:
     user: str
     posted_at: float
     edits: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
 
     @property
     def is_reply(self) -> bool:
@@ -182,8 +191,10 @@ class FakeSlack(BackgroundServer):
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._faults: list[_Fault] = []
         self._held: list[asyncio.Future[bool]] = []
-        self._seq = 0
+        self._last_ts_us = 0
         self._view_seq = 0
+        self._answer_delay = 0.0
+        self._answer_delay_method: str | None = None
         self.ratelimited_count = 0
 
         super().__init__()
@@ -365,6 +376,14 @@ class FakeSlack(BackgroundServer):
         kind = "hold_after" if after_processing else "hold"
         self._add_fault(_Fault(kind, n, method=method, skip=skip))
 
+    def answer_slowly(self, seconds: float, *, method: str | None = None) -> None:
+        """Answer calls (of ``method``) ``seconds`` late, after performing them.
+
+        The message is stored at once; only the answer waits. ``0`` turns it off.
+        """
+        with self._lock:
+            self._answer_delay, self._answer_delay_method = seconds, method
+
     def release(self, *, drop: bool = False) -> None:
         """Let held calls continue, or (``drop=True``) close their connections.
 
@@ -465,6 +484,12 @@ class FakeSlack(BackgroundServer):
             raise _Drop
         if self._take_fault(("drop_after",), method, params):
             raise _Drop
+        with self._lock:
+            slow = self._answer_delay
+            if self._answer_delay_method not in (None, method):
+                slow = 0.0
+        if slow > 0:
+            await asyncio.sleep(slow)
         call.status, call.response = 200, body
         call.outcome = "ok" if body.get("ok") else f"error:{body.get('error')}"
         return web.json_response(body)
@@ -517,9 +542,9 @@ class FakeSlack(BackgroundServer):
         return handler(self, params)
 
     def _next_ts(self) -> str:
+        """Now, in microseconds: Slack's ts is the time of posting, unique per channel."""
         with self._lock:
-            self._seq += 1
-            n = 1_700_000_000 * 1_000_000 + self._seq * 100
+            n = self._last_ts_us = max(int(time.time() * 1_000_000), self._last_ts_us + 1)
         return f"{n // 1_000_000}.{n % 1_000_000:06d}"
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -541,6 +566,9 @@ class FakeSlack(BackgroundServer):
         if not text and not blocks:
             return {"ok": False, "error": "no_text"}
         thread_ts = params.get("thread_ts") or None
+        metadata = params.get("metadata")
+        if metadata is not None and not _valid_metadata(metadata):
+            return {"ok": False, "error": "invalid_metadata_format"}
         msg = FakeMessage(
             channel=str(channel),
             ts=self._next_ts(),
@@ -549,6 +577,7 @@ class FakeSlack(BackgroundServer):
             thread_ts=str(thread_ts) if thread_ts else None,
             user=self.bot_user_id,
             posted_at=time.monotonic(),
+            metadata=metadata,
         )
         with self._lock:
             self._messages.setdefault(msg.channel, []).append(msg)
@@ -566,6 +595,10 @@ class FakeSlack(BackgroundServer):
                 msg.text = params["text"]
             if "blocks" in params:
                 msg.blocks = params["blocks"]
+            if params.get("metadata") is not None:  # absent: left as it was
+                if not _valid_metadata(params["metadata"]):
+                    return {"ok": False, "error": "invalid_metadata_format"}
+                msg.metadata = params["metadata"]
             return {
                 "ok": True,
                 "channel": channel,
@@ -650,6 +683,27 @@ class FakeSlack(BackgroundServer):
             },
         }
 
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages (and thread roots), newest first."""
+        channel = params.get("channel")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        with self._lock:
+            tops = [m for m in self._messages.get(str(channel), []) if not m.is_reply]
+        return _page(list(reversed(_between(tops, params))), params)
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The thread's root first (always, as on Slack), then replies, oldest first."""
+        channel, ts = str(params.get("channel")), str(params.get("ts"))
+        with self._lock:
+            root = self._by_ts.get((channel, ts))
+            if root is None:
+                return {"ok": False, "error": "thread_not_found"}
+            replies = [
+                m for m in self._messages.get(channel, []) if m.thread_ts == ts and m.is_reply
+            ]
+        return _page([root, *_between(replies, params)], params)
+
 
 _METHODS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "auth.test": FakeSlack._auth_test,
@@ -661,6 +715,8 @@ _METHODS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "usergroups.users.list": FakeSlack._usergroup_users,
     "users.info": FakeSlack._users_info,
     "conversations.info": FakeSlack._conversations_info,
+    "conversations.history": FakeSlack._conversations_history,
+    "conversations.replies": FakeSlack._conversations_replies,
 }
 
 
@@ -669,7 +725,59 @@ def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
         fut.set_result(value)
 
 
-def _message_json(msg: FakeMessage) -> dict[str, Any]:
+def _valid_metadata(metadata: Any) -> bool:
+    return (
+        isinstance(metadata, dict)
+        and isinstance(metadata.get("event_type"), str)
+        and isinstance(metadata.get("event_payload"), dict)
+    )
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+def _ts_value(ts: Any) -> Decimal | None:
+    try:
+        return Decimal(str(ts))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _between(messages: list[FakeMessage], params: Mapping[str, Any]) -> list[FakeMessage]:
+    """Those after ``oldest`` and before ``latest`` (``inclusive`` includes both ends)."""
+    oldest, latest = _ts_value(params.get("oldest")), _ts_value(params.get("latest"))
+    inclusive = _truthy(params.get("inclusive"))
+    kept = []
+    for msg in messages:
+        ts = Decimal(msg.ts)
+        if oldest is not None and (ts < oldest or (ts == oldest and not inclusive)):
+            continue
+        if latest is not None and (ts > latest or (ts == latest and not inclusive)):
+            continue
+        kept.append(msg)
+    return kept
+
+
+def _page(messages: list[FakeMessage], params: Mapping[str, Any]) -> dict[str, Any]:
+    """One page of ``limit`` (default 100) from ``cursor`` (an offset, opaque to clients)."""
+    try:
+        limit = max(1, min(999, int(params.get("limit") or 100)))
+        start = int(str(params.get("cursor") or "0").removeprefix("offset:"))
+    except ValueError:
+        return {"ok": False, "error": "invalid_cursor"}
+    metadata = _truthy(params.get("include_all_metadata"))
+    with_metadata = [_message_json(m, metadata=metadata) for m in messages[start : start + limit]]
+    more = start + limit < len(messages)
+    return {
+        "ok": True,
+        "messages": with_metadata,
+        "has_more": more,
+        "response_metadata": {"next_cursor": f"offset:{start + limit}" if more else ""},
+    }
+
+
+def _message_json(msg: FakeMessage, *, metadata: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": "message",
         "user": msg.user,
@@ -682,6 +790,8 @@ def _message_json(msg: FakeMessage) -> dict[str, Any]:
         out["thread_ts"] = msg.thread_ts
     if msg.edits:
         out["edited"] = {"user": msg.user, "ts": msg.ts}
+    if metadata and msg.metadata is not None:
+        out["metadata"] = msg.metadata
     return out
 
 

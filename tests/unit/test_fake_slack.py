@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -55,7 +56,7 @@ async def test_message_model_threads_and_edits(slack: FakeSlack) -> None:
     web = client(slack)
     root = await web.chat_postMessage(channel="C1", text="root", blocks=[{"type": "divider"}])
     ts = root["ts"]
-    assert ts.startswith("1700000000.")
+    assert abs(float(ts) - time.time()) < 60  # Slack's ts is the time of posting
     for i in range(3):
         reply = await web.chat_postMessage(channel="C1", text=f"reply {i}", thread_ts=ts)
         assert reply["ts"] > ts
@@ -72,6 +73,61 @@ async def test_message_model_threads_and_edits(slack: FakeSlack) -> None:
     assert only_root.blocks == [{"type": "divider"}]
     assert [m.text for m in slack.thread("C1", ts)] == ["reply 0", "reply 1", "reply 2"]
     assert len({m.ts for m in slack.messages()}) == 4
+
+
+async def test_history_and_replies_filter_page_and_show_metadata_only_when_asked(
+    slack: FakeSlack,
+) -> None:
+    slack.rate_limits = False
+    web = client(slack)
+    meta = {"event_type": "nexus_delivery", "event_payload": {"delivery_id": "1"}}
+    root = (await web.chat_postMessage(channel="C1", text="root", metadata=meta))["ts"]
+    reply = (await web.chat_postMessage(channel="C1", text="reply", thread_ts=root, metadata=meta))[
+        "ts"
+    ]
+    await web.chat_postMessage(channel="C1", text="later")
+
+    plain = await web.conversations_history(channel="C1")
+    assert [m["text"] for m in plain["messages"]] == ["later", "root"]  # newest first, no replies
+    assert not any("metadata" in m for m in plain["messages"])
+    after = await web.conversations_history(channel="C1", oldest=root, include_all_metadata=True)
+    assert [m["text"] for m in after["messages"]] == ["later"]
+    both = await web.conversations_history(
+        channel="C1", oldest=root, inclusive=True, include_all_metadata=True
+    )
+    assert [m.get("metadata") for m in both["messages"]] == [None, meta]
+
+    first = await web.conversations_history(channel="C1", limit=1)
+    assert first["has_more"] is True
+    cursor = first["response_metadata"]["next_cursor"]
+    second = await web.conversations_history(channel="C1", limit=1, cursor=cursor)
+    assert [m["text"] for m in second["messages"]] == ["root"]
+    assert second["has_more"] is False
+
+    thread = await web.conversations_replies(channel="C1", ts=root, include_all_metadata=True)
+    assert [(m["text"], m.get("metadata")) for m in thread["messages"]] == [
+        ("root", meta),
+        ("reply", meta),
+    ]
+    newer = await web.conversations_replies(channel="C1", ts=root, oldest=reply)
+    assert [m["text"] for m in newer["messages"]] == ["root"]  # the root always comes first
+    with pytest.raises(SlackApiError) as missing:
+        await web.conversations_replies(channel="C1", ts="1.000001")
+    assert missing.value.response["error"] == "thread_not_found"
+
+
+async def test_answer_slowly_stores_the_message_before_answering(slack: FakeSlack) -> None:
+    web = client(slack)
+    slack.answer_slowly(1.0, method="chat.postMessage")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(web.chat_postMessage(channel="C1", text="late"), 0.3)
+    assert slack.texts("C1") == ["late"]  # Slack has it; the client never heard
+    assert (await web.auth_test())["ok"] is True  # other methods answer at once
+
+    slack.answer_slowly(0)
+    started = time.monotonic()
+    await web.chat_postMessage(channel="C1", text="prompt")
+    assert time.monotonic() - started < 0.5
 
 
 async def test_other_methods(slack: FakeSlack) -> None:
