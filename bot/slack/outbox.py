@@ -40,10 +40,24 @@ Guarantees and how they are kept:
   ``ok: false`` errors (``channel_not_found``, ``invalid_blocks``,
   ``msg_too_long``, ...) fail the row at once; after ``max_attempts`` it fails too.
 
-Known window: a call that reached Slack but whose answer was lost (a timeout,
-a connection dropped after the request was sent, a kill -9 between Slack's
-answer and our commit) is retried and the message appears twice. Slack offers
-no idempotency key for chat.postMessage; chat.update retries are harmless.
+* **Exactly once into Slack.** Slack has no idempotency key for
+  chat.postMessage, so every post carries message metadata naming its row
+  (``event_type: nexus_delivery``, ``delivery_id``, ``enqueued_at``; see
+  `bot.slack.delivery_lookup`), and the claim records ``first_attempt_at``. A
+  post claimed again (``attempts > 1``: the earlier attempt timed out, lost its
+  connection, got a 5xx, or its worker died and the lease ran out) is first
+  looked for with conversations.history (conversations.replies for a thread
+  reply) from ``first_attempt_at`` on, metadata included; if found, its ts is
+  recorded as if the post had just succeeded (a root's becomes
+  ``incidents.slack_root_ts``) and nothing is posted. A 429 or network error
+  on the look-up is handled like one on the post. chat.update retries are
+  harmless and are not looked up.
+
+Known window, now small: the look-up cannot run (no ``channels:history`` /
+``groups:history`` scope, the channel not readable: a permanent error, logged as
+``outbox_lookup_failed``) or gives up after ``MAX_PAGES`` pages of newer
+messages (``outbox_lookup_gave_up``); the message is then posted again and may
+appear twice. Slack's clock may run up to ``CLOCK_SKEW`` behind ours.
 """
 
 from __future__ import annotations
@@ -51,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import math
 import random
 import time
 import weakref
@@ -60,15 +73,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import aiohttp
 import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.orm import Session
 
 from bot.metrics import REGISTRY
+from bot.slack import slack_calls
+from bot.slack.delivery_lookup import Delivery, Found, find_delivery
+from bot.slack.slack_calls import Failure
 from bot.store.db import READ_ONLY_OPTIONS
 from bot.store.models import Incident, OutboxMessage, utcnow
 
@@ -85,28 +99,6 @@ log = structlog.get_logger("bot.slack.outbox")
 POST = "chat.postMessage"
 UPDATE = "chat.update"
 
-# Slack error codes that describe Slack's (or our credentials') state rather
-# than the message: retried with backoff instead of failing the row.
-TRANSIENT_ERRORS = frozenset(
-    {
-        "internal_error",
-        "fatal_error",
-        "service_unavailable",
-        "request_timeout",
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "token_expired",
-        "token_revoked",
-    }
-)
-
-SLACK_CALLS = Counter(
-    "nexus_slack_calls_total",
-    "Slack Web API calls made by the outbox, by method and outcome.",
-    ["method", "outcome"],
-    registry=REGISTRY,
-)
 OUTBOX_PENDING = Gauge(
     "nexus_outbox_pending",
     "Outbox rows waiting to be delivered (as of this replica's last pass).",
@@ -372,6 +364,12 @@ class _Claimed:
     attempts: int  # after the claim
     kwargs: dict[str, Any]
     created_at: datetime
+    first_attempt_at: datetime | None = None
+    claimed_at: float = 0.0  # time.monotonic() at the claim; the lease runs from here
+
+    @property
+    def delivery(self) -> Delivery:
+        return Delivery(self.id, self.created_at, self.kind, self.incident_id)
 
 
 @dataclass(frozen=True)
@@ -379,13 +377,7 @@ class _Success:
     claimed: _Claimed
     ts: str | None
     channel: str | None
-
-
-@dataclass(frozen=True)
-class _Failure:
-    kind: str  # ratelimited | transient | permanent
-    error: str
-    retry_after: float = 0.0
+    adopted: bool = False  # found in Slack after a lost answer, not posted now
 
 
 class _NotReady(Exception):
@@ -417,36 +409,6 @@ class _Pace:
         self._refill(now)
         self.tokens = 0.0
         self.blocked_until = max(self.blocked_until, now + seconds)
-
-
-def _retry_after(headers: Any) -> float:
-    raw = None
-    with contextlib.suppress(Exception):
-        raw = headers.get("Retry-After") if headers is not None else None
-    try:
-        value = float(raw) if raw is not None else 1.0
-    except (TypeError, ValueError):
-        value = 1.0
-    return value if math.isfinite(value) and value > 0 else 1.0
-
-
-def _classify(exc: SlackApiError) -> _Failure:
-    response = exc.response
-    status = getattr(response, "status_code", None) or getattr(response, "status", None) or 0
-    data = getattr(response, "data", None)
-    error = str(data.get("error") or "") if isinstance(data, Mapping) else ""
-    if status == 429 or error == "ratelimited":
-        return _Failure(
-            "ratelimited", "ratelimited", _retry_after(getattr(response, "headers", None))
-        )
-    if status >= 500 or status == 408:
-        return _Failure("transient", f"http_{status}")
-    if error in TRANSIENT_ERRORS:
-        return _Failure("transient", error)
-    if error:
-        return _Failure("permanent", error)
-    # A 200 without a readable body, or an unexpected status without an error code.
-    return _Failure("transient", f"http_{status}_unreadable")
 
 
 class OutboxWorker:
@@ -712,7 +674,7 @@ class OutboxWorker:
 
     def _claim_in_transaction(self, cand: _Candidate) -> _Claimed | None:
         o, i = _OUTBOX, _INCIDENTS
-        now = utcnow()
+        now, claimed_at = utcnow(), time.monotonic()
         with self.engine.begin() as conn:
             if cand.attempts >= self.max_attempts:
                 # Its claims kept expiring (a worker dying on it each time).
@@ -735,6 +697,8 @@ class OutboxWorker:
                 .values(
                     attempts=o.c.attempts + 1,
                     next_attempt_at=now + timedelta(seconds=self.lease_seconds),
+                    # attempts = 0: no earlier attempt can have reached Slack.
+                    **({"first_attempt_at": now} if cand.attempts == 0 else {}),
                 )
             )
             if cast(sa.CursorResult[Any], claimed).rowcount != 1:
@@ -745,6 +709,7 @@ class OutboxWorker:
                     o.c.channel,
                     o.c.thread_ts,
                     o.c.created_at,
+                    o.c.first_attempt_at,
                     i.c.slack_channel,
                     i.c.slack_root_ts,
                 )
@@ -768,6 +733,8 @@ class OutboxWorker:
             attempts=cand.attempts + 1,
             kwargs=kwargs,
             created_at=row.created_at,
+            first_attempt_at=row.first_attempt_at,
+            claimed_at=claimed_at,
         )
 
     async def _record_success(self, success: _Success) -> None:
@@ -803,7 +770,7 @@ class OutboxWorker:
                 )
         OUTBOX_DELIVERY_SECONDS.observe(max(0.0, (now - claimed.created_at).total_seconds()))
 
-    def _record_failure(self, claimed: _Claimed, failure: _Failure) -> None:
+    def _record_failure(self, claimed: _Claimed, failure: Failure) -> None:
         now = utcnow()
         cas = (
             _OUTBOX.c.id == claimed.id,
@@ -857,45 +824,66 @@ class OutboxWorker:
 
     # -- Slack ---------------------------------------------------------------
 
-    async def _send(self, claimed: _Claimed) -> _Success | _Failure:
+    async def _send(self, claimed: _Claimed) -> _Success | Failure:
         kwargs = claimed.kwargs
-        call = self.client.chat_update if claimed.method == UPDATE else self.client.chat_postMessage
-        try:
-            response = await asyncio.wait_for(call(**kwargs), self.call_timeout)
-        except SlackApiError as exc:
-            failure = _classify(exc)
-        except TimeoutError:
-            failure = _Failure("transient", "timeout")
-        except (aiohttp.ClientError, OSError) as exc:
-            failure = _Failure("transient", f"network: {type(exc).__name__}")
-        except Exception as exc:  # a bug or an sdk surprise: never kill the worker
-            log.exception("outbox_send_crashed", outbox_id=claimed.id)
-            failure = _Failure("transient", f"unexpected: {type(exc).__name__}")
-        else:
-            SLACK_CALLS.labels(claimed.method, "ok").inc()
-            data = response.data if isinstance(response.data, Mapping) else {}
-            ts = data.get("ts")
-            channel = data.get("channel")
-            log.debug("outbox_sent", outbox_id=claimed.id, method=claimed.method, ts=ts)
-            return _Success(
-                claimed,
-                ts=str(ts) if ts is not None else None,
-                channel=str(channel) if channel else None,
+        if claimed.method == UPDATE:
+            answer = await slack_calls.call(
+                UPDATE, self.client.chat_update(**kwargs), self.call_timeout, outbox_id=claimed.id
             )
-        SLACK_CALLS.labels(claimed.method, _outcome_label(failure)).inc()
-        return failure
+            return self._answered(claimed, answer)
+        if claimed.attempts > 1:
+            # An earlier attempt may have reached Slack: adopt its message if so.
+            found = await self._look_up(claimed)
+            if found is not None:
+                return found
+        answer = await slack_calls.call(
+            POST,
+            self.client.chat_postMessage(**kwargs, metadata=claimed.delivery.metadata()),
+            self.call_timeout,
+            outbox_id=claimed.id,
+        )
+        return self._answered(claimed, answer)
 
+    def _answered(
+        self, claimed: _Claimed, answer: Mapping[str, Any] | Failure
+    ) -> _Success | Failure:
+        if isinstance(answer, Failure):
+            return answer
+        ts, channel = answer.get("ts"), answer.get("channel")
+        log.debug("outbox_sent", outbox_id=claimed.id, method=claimed.method, ts=ts)
+        return _Success(
+            claimed,
+            ts=str(ts) if ts is not None else None,
+            channel=str(channel) if channel else None,
+        )
 
-def _outcome_label(failure: _Failure) -> str:
-    if failure.kind == "ratelimited":
-        return "ratelimited"
-    if failure.kind == "permanent":
-        return "error"
-    if failure.error.startswith("http_"):
-        return "server_error"
-    if failure.error in ("timeout",) or failure.error.startswith("network"):
-        return "network_error"
-    return "retryable_error"
+    async def _look_up(self, claimed: _Claimed) -> _Success | Failure | None:
+        """The earlier attempt's message if Slack has it; a Failure to retry the
+        look-up later (429, network); None to post."""
+        kwargs = claimed.kwargs
+        fields = {"outbox_id": claimed.id, "incident_id": claimed.incident_id}
+        result = await find_delivery(
+            self.client,
+            claimed.delivery,
+            channel=kwargs["channel"],
+            thread_ts=kwargs.get("thread_ts"),
+            # Rows claimed before first_attempt_at existed: enqueueing came first.
+            since=claimed.first_attempt_at or claimed.created_at,
+            call_timeout=self.call_timeout,
+            # The post that may follow must still end within the lease.
+            deadline=claimed.claimed_at + self.lease_seconds - self.call_timeout,
+        )
+        if isinstance(result, Found):
+            log.info("outbox_adopted", ts=result.ts, attempts=claimed.attempts, **fields)
+            return _Success(claimed, ts=result.ts, channel=kwargs["channel"], adopted=True)
+        if isinstance(result, Failure):
+            if result.kind != "permanent":
+                return result
+            # missing_scope, not_in_channel...: cannot look, so post (maybe twice).
+            log.warning("outbox_lookup_failed", error=result.error, **fields)
+        elif not result.complete:
+            log.warning("outbox_lookup_gave_up", pages=result.pages, **fields)
+        return None
 
 
 def pending_count(engine: sa.Engine, states: Iterable[str] = ("pending",)) -> int:

@@ -245,6 +245,9 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None]
     result_ts: Mapped[str | None]
     last_error: Mapped[str | None]
+    # When the current run of attempts began: a post that may have reached
+    # Slack is looked for from here on (conversations.history ``oldest``).
+    first_attempt_at: Mapped[datetime | None]
 
 
 class InboxBatch(Base):
