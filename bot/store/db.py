@@ -7,10 +7,18 @@ over BEGIN and open every transaction with BEGIN IMMEDIATE: writers queue on
 ``busy_timeout`` and read-modify-write sequences (audit chain tip, idempotent
 inserts) are serialised. Read-only work can opt out with the
 ``READ_ONLY_OPTIONS`` execution options (plain BEGIN, WAL snapshot, no write lock).
+
+Bounded waits: a write waits at most ``lock_timeout`` for a lock held elsewhere
+(PostgreSQL ``lock_timeout``; SQLite the in-process writer queue plus
+``busy_timeout``, together) and then fails, so a webhook answers 503 instead of
+hanging until its sender gives up. PostgreSQL statements also stop after
+``statement_timeout`` when one is given (the server passes one; one-shot
+commands do not). Migrations run without either limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -29,9 +37,17 @@ MIGRATION_LOCK_KEY = 0x4E58_4D49_4752_0001  # "NXMIGR" + 1
 READ_ONLY_OPTION = "nexus_read_only"
 READ_ONLY_OPTIONS: dict[str, Any] = {READ_ONLY_OPTION: True}
 
-# How long a SQLite writer waits for the write lock before "database is locked".
-_BUSY_TIMEOUT_S = 5.0
+# How long a writer waits for a lock held elsewhere before failing.
+DEFAULT_LOCK_TIMEOUT_S = 3.0
+# Execution option: another lock wait, in seconds, for the transactions of one
+# connection (the readiness probe's shorter one, the migrations' longer one).
+LOCK_WAIT_OPTION = "nexus_lock_wait"
+# Readiness: the database is ready when a write to the inbox can start this soon.
+READINESS_WAIT_S = 1.0
+# SQLite: how long migrations of several replicas wait for each other.
+_MIGRATION_WAIT_S = 300.0
 _HOLDS_WRITE_LOCK = "nexus_holds_write_lock"
+_BUSY_CHANGED = "nexus_busy_timeout_changed"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -77,19 +93,45 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.02)
 
 
-def make_engine(url: str) -> sa.Engine:
+def _ms(seconds: float | None) -> int:
+    """Milliseconds for a PostgreSQL timeout or busy_timeout; None or 0 → 0 (no limit)."""
+    return max(1, round(seconds * 1000)) if seconds else 0
+
+
+def make_engine(
+    url: str,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+    statement_timeout: float | None = None,
+) -> sa.Engine:
+    """An engine whose writes wait at most `lock_timeout` s for a lock; on
+    PostgreSQL, statements stop after `statement_timeout` s (None: no limit)."""
     url = normalise_database_url(url)
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "postgresql":
         # The default pool (5 + 10 overflow) closes overflow connections on
         # return, so a storm using ~8 at once would reconnect all the time.
-        return sa.create_engine(
+        pg = sa.create_engine(
             url,
             pool_pre_ping=True,
             pool_size=12,
             max_overflow=12,
             connect_args={"connect_timeout": 5},
         )
+        limits = (f"{_ms(lock_timeout)}ms", f"{_ms(statement_timeout)}ms")
+
+        @sa.event.listens_for(pg, "connect")
+        def _on_pg_connect(dbapi_connection: Any, _record: Any) -> None:
+            # SET rather than startup options, which PgBouncer refuses by default.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, false), "
+                    "set_config('statement_timeout', %s, false)",
+                    limits,
+                )
+            dbapi_connection.commit()
+
+        return pg
 
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
     if _is_memory(parsed.database):
@@ -105,7 +147,7 @@ def make_engine(url: str) -> sa.Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute(f"PRAGMA busy_timeout={_ms(lock_timeout)}")
             _enable_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -119,23 +161,36 @@ def make_engine(url: str) -> sa.Engine:
     # when the connection goes back to the pool (after COMMIT or ROLLBACK has
     # run: SQLAlchemy's commit event fires before the COMMIT itself). Other
     # processes on the same file still meet busy_timeout as before.
+    # The two waits share one budget: what the queue took, busy_timeout has less of.
     writers = threading.Lock()
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get(READ_ONLY_OPTION):
+        options = conn.get_execution_options()
+        if options.get(READ_ONLY_OPTION):
             conn.exec_driver_sql("BEGIN")
             return
+        wait = float(options.get(LOCK_WAIT_OPTION, lock_timeout))
+        started = time.monotonic()
         if not conn.info.get(_HOLDS_WRITE_LOCK):
-            if not writers.acquire(timeout=_BUSY_TIMEOUT_S):
+            if not writers.acquire(timeout=wait):
                 raise sa.exc.OperationalError(
                     "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
                 )
             conn.info[_HOLDS_WRITE_LOCK] = True
+        left = wait - (time.monotonic() - started)
+        if wait != lock_timeout or left < wait - 0.05:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={_ms(max(left, 0.001))}")
+            conn.info[_BUSY_CHANGED] = True
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    def _release(_dbapi_connection: Any, record: Any, *_: Any) -> None:
-        if record is not None and record.info.pop(_HOLDS_WRITE_LOCK, False):
+    def _release(dbapi_connection: Any, record: Any, *_: Any) -> None:
+        if record is None:
+            return
+        if record.info.pop(_BUSY_CHANGED, False) and dbapi_connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                dbapi_connection.execute(f"PRAGMA busy_timeout={_ms(lock_timeout)}")
+        if record.info.pop(_HOLDS_WRITE_LOCK, False):
             writers.release()
 
     sa.event.listen(engine.pool, "checkin", _release)
@@ -155,11 +210,15 @@ def upgrade_database(engine: sa.Engine) -> None:
     """Run ``alembic upgrade head`` on ``engine``; safe to call on every start."""
     config = alembic_config()
     is_pg = engine.dialect.name == "postgresql"
-    with engine.connect() as conn:
+    # A migration may rightly take long, or wait for another replica's: no
+    # lock or statement timeout for it (SET LOCAL: for its transactions only).
+    unlimited = "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0"
+    with engine.connect().execution_options(**{LOCK_WAIT_OPTION: _MIGRATION_WAIT_S}) as conn:
         if is_pg:
             # Session-level (not xact) lock: it must stay held across the
             # commit below, and across any autocommit block a future
             # migration might need. Released explicitly in ``finally``.
+            conn.exec_driver_sql(unlimited)
             conn.execute(sa.select(sa.func.pg_advisory_lock(MIGRATION_LOCK_KEY)))
             conn.commit()
         try:
@@ -167,6 +226,8 @@ def upgrade_database(engine: sa.Engine) -> None:
             # failing migration leaves the schema untouched (both backends
             # have transactional DDL).
             with conn.begin():
+                if is_pg:
+                    conn.exec_driver_sql(unlimited)
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
         except BaseException:
@@ -191,6 +252,46 @@ def warm_pool(engine: sa.Engine, connections: int) -> None:
     finally:
         for conn in opened:
             conn.close()
+
+
+def database_ready(engine: sa.Engine, wait: float = READINESS_WAIT_S) -> str | None:
+    """Readiness probe: None when a write to the inbox can start within `wait`
+    seconds, else why not: "unreachable" or "locked". Writes nothing.
+
+    PostgreSQL: take the lock an INSERT takes on the inbox table (ROW EXCLUSIVE:
+    other writers do not block it, a LOCK TABLE or a long DDL does). SQLite:
+    BEGIN IMMEDIATE, the write lock itself. Then roll back.
+    """
+    try:
+        conn = engine.connect()
+    except sa.exc.SQLAlchemyError:
+        return "unreachable"
+    try:
+        with conn.execution_options(**{LOCK_WAIT_OPTION: wait}).begin() as tx:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(
+                    f"SET LOCAL lock_timeout = {_ms(wait)}; "
+                    f"SET LOCAL statement_timeout = {_ms(wait) * 2}"
+                )
+                conn.exec_driver_sql("LOCK TABLE inbox IN ROW EXCLUSIVE MODE")
+            else:
+                conn.exec_driver_sql("SELECT 1")
+            tx.rollback()
+    except sa.exc.OperationalError as exc:
+        return "locked" if _is_lock_wait(exc) else "unreachable"
+    except sa.exc.SQLAlchemyError:
+        return "unreachable"
+    finally:
+        conn.close()
+    return None
+
+
+def _is_lock_wait(exc: sa.exc.OperationalError) -> bool:
+    """A lock (or statement) timeout, as opposed to a database that went away."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in ("55P03", "57014")  # lock_not_available, query_canceled
+    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
 
 
 def database_reachable(engine: sa.Engine) -> bool:

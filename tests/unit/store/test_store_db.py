@@ -18,12 +18,14 @@ from bot.store.db import (
     MIGRATION_LOCK_KEY,
     alembic_config,
     database_reachable,
+    database_ready,
     make_engine,
     normalise_database_url,
     upgrade_database,
 )
 from bot.store.models import Base, Incident
 from bot.store.repository import Repository
+from tests.support.db_locks import inbox_locked
 
 
 @pytest.mark.parametrize(
@@ -64,7 +66,7 @@ def test_sqlite_engine_pragmas_and_parent_directory(tmp_path: Path) -> None:
             }
         assert pragma == {
             "journal_mode": "wal",
-            "busy_timeout": 5000,
+            "busy_timeout": 3000,  # DEFAULT_LOCK_TIMEOUT_S
             "foreign_keys": 1,
             "synchronous": 1,  # NORMAL
         }
@@ -271,8 +273,78 @@ def test_sqlite_write_lock_is_released_after_a_failed_transaction(sqlite_url: st
         with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO alerts (incident_id) VALUES (NULL)"))
         started = time.monotonic()
-        with engine.begin() as conn:  # would wait 5 s and fail if the lock leaked
+        with engine.begin() as conn:  # would wait 3 s and fail if the lock leaked
             conn.execute(sa.text("DELETE FROM inbox"))
         assert time.monotonic() - started < 1
     finally:
         engine.dispose()
+
+
+def test_a_write_waits_at_most_the_lock_timeout(database_url: str) -> None:
+    engine = make_engine(database_url, lock_timeout=0.5)
+    try:
+        upgrade_database(engine)
+        with inbox_locked(database_url):
+            started = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError), engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM inbox"))
+            took = time.monotonic() - started
+        assert 0.4 < took < 2, took
+        with engine.begin() as conn:  # released: writes go through again
+            conn.execute(sa.text("DELETE FROM inbox"))
+    finally:
+        engine.dispose()
+
+
+def test_database_ready_says_locked_then_recovers(engine: sa.Engine, database_url: str) -> None:
+    assert database_ready(engine) is None
+    with inbox_locked(database_url):
+        started = time.monotonic()
+        assert database_ready(engine, wait=0.3) == "locked"
+        assert time.monotonic() - started < 1.5
+        assert database_reachable(engine) is True  # reads still work: only writes wait
+    assert database_ready(engine) is None
+
+
+def test_database_ready_unreachable(tmp_path: Path) -> None:
+    for engine in (
+        make_engine("postgresql://postgres@127.0.0.1:1/nowhere"),
+        make_engine(f"sqlite:///{tmp_path}"),  # a directory is not a database
+    ):
+        try:
+            assert database_ready(engine) == "unreachable"
+        finally:
+            engine.dispose()
+
+
+def test_sqlite_busy_timeout_is_restored_after_a_shorter_wait(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url, lock_timeout=2.0, statement_timeout=None)
+    try:
+        upgrade_database(engine)  # waits longer than lock_timeout for other replicas
+        assert database_ready(engine, wait=0.2) is None  # waits shorter
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 2000
+    finally:
+        engine.dispose()
+
+
+def test_postgres_session_limits(postgres_url: str) -> None:
+    engine = make_engine(postgres_url, lock_timeout=1.5, statement_timeout=0.5)
+    try:
+        upgrade_database(engine)  # runs without limits, and must leave them in place
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1500ms"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "500ms"
+            started = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+                conn.exec_driver_sql("SELECT pg_sleep(3)")
+            assert time.monotonic() - started < 2
+    finally:
+        engine.dispose()
+    unlimited = make_engine(postgres_url)  # one-shot commands: no statement timeout
+    try:
+        with unlimited.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "3s"
+    finally:
+        unlimited.dispose()
