@@ -34,7 +34,7 @@ from bot.scheduler import build_scheduler
 from bot.settings import Settings
 from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
 from bot.slack.outbox import OutboxWorker
-from bot.store.db import database_reachable
+from bot.store.db import database_ready
 from bot.store.repository import Repository
 
 log = structlog.get_logger("bot.app")
@@ -96,10 +96,12 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        reachable = await asyncio.to_thread(database_reachable, engine)
-        metrics.DATABASE_UP.set(1 if reachable else 0)
-        if not reachable:
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        # Ready when a write to the inbox can start within a second: "unreachable"
+        # or "locked" (a lock held elsewhere would make the webhooks answer 503).
+        problem = await asyncio.to_thread(database_ready, engine)
+        metrics.DATABASE_UP.set(0 if problem == "unreachable" else 1)
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "database": problem}, 503)
         return JSONResponse({"status": "ready", "database": "ok"})
 
     async def prometheus_metrics(request: Request) -> Response:
