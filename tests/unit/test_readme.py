@@ -34,3 +34,17 @@ def test_ci_refuses_pytest_exit_5() -> None:
 
 def test_procfile_runs_serve() -> None:
     assert (REPO_ROOT / "Procfile").read_text().strip() == "web: nexus-bot serve"
+
+
+def test_every_environment_setting_is_documented() -> None:
+    """A setting the README does not name is one a user cannot find."""
+    from bot.settings import Settings
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    structured = {"approvals", "severity_thresholds", "allowed_targets", "escalation"}
+    missing = [
+        name.upper()
+        for name in Settings.model_fields
+        if name not in structured and f"`{name.upper()}`" not in readme
+    ]
+    assert missing == []
