@@ -72,3 +72,11 @@ INGEST_REFUSED = Counter(
     "Alertmanager batches answered 503 because the ingest backlog was full.",
     registry=REGISTRY,
 )
+HTTP_LIMITED = Counter(
+    "nexus_http_limited_total",
+    "Requests and connections cut short by an HTTP limit (bot/http_limits.py), by reason: "
+    "request_timeout (408 or close), over_concurrency (503), connection_evicted (an idle "
+    "connection closed to make room), connection_refused (503, every connection busy).",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -7,6 +7,7 @@ in flight finish, runs the lifespan shutdown, and the process exits 0.
 
 from __future__ import annotations
 
+import math
 import signal
 from types import FrameType
 
@@ -18,6 +19,7 @@ from sqlalchemy.engine import make_url
 from bot.actions.executors import build_executors
 from bot.app import build_notifiers, create_app
 from bot.domain.playbooks import load_playbooks
+from bot.http_limits import HttpLimits, LimitConcurrency, connection_cap, protocol_class
 from bot.logging import configure_logging
 from bot.settings import Settings, disabled_features
 from bot.store.db import make_engine, upgrade_database, warm_pool
@@ -41,7 +43,11 @@ def run_server(settings: Settings) -> int:
     )
     for line in disabled_features(settings):
         log.warning("feature disabled", reason=line)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        lock_timeout=settings.database_lock_timeout.total_seconds(),
+        statement_timeout=settings.database_statement_timeout.total_seconds() or None,
+    )
     try:
         upgrade_database(engine)
     except sa.exc.SQLAlchemyError as exc:
@@ -60,10 +66,19 @@ def run_server(settings: Settings) -> int:
         log.warning("remediation unavailable", reason=line)
     pagerduty, mailer, events = build_notifiers(settings)
     app = create_app(settings, engine, playbooks, executors, pagerduty, mailer, events)
+    limits = HttpLimits(
+        request_timeout=settings.http_request_timeout.total_seconds(),
+        keepalive_timeout=settings.http_keepalive_timeout.total_seconds(),
+        max_connections=connection_cap(settings.http_max_connections),
+        max_concurrency=settings.http_max_concurrency,
+    )
     config = uvicorn.Config(
-        app,
+        LimitConcurrency(app, limits.max_concurrency),
         host=settings.host,
         port=settings.port,
+        # httptools with a request deadline, idle timeout and connection cap (bot/http_limits.py)
+        http=protocol_class(limits),
+        timeout_keep_alive=math.ceil(limits.keepalive_timeout),  # the protocol uses the exact value
         log_config=None,  # our structlog setup formats uvicorn's records too
         access_log=False,
         lifespan="on",
@@ -74,7 +89,16 @@ def run_server(settings: Settings) -> int:
     # handlers in place that re-raise is a no-op and a drained shutdown exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _drained)
-    log.info("serving", host=settings.host, port=settings.port, database=engine.dialect.name)
+    log.info(
+        "serving",
+        host=settings.host,
+        port=settings.port,
+        database=engine.dialect.name,
+        request_timeout=limits.request_timeout,
+        keepalive_timeout=limits.keepalive_timeout,
+        max_connections=limits.max_connections,
+        max_concurrency=limits.max_concurrency,
+    )
     # Server.run rather than asyncio.run(serve()): it installs uvloop when present.
     server.run()
     engine.dispose()
