@@ -16,8 +16,9 @@ connection, and a socket that never sends a byte is never closed. Here:
   app, the new one is answered 503 and closed. So idle sockets cannot use up
   the open-file limit the database and the probes need.
 - Concurrency limit (``max_concurrency``, `LimitConcurrency`): requests in the
-  app at once; past it 503 with Retry-After. /healthz is exempt: liveness must
-  not fail (and restart the pod) because the bot is busy.
+  app at once; past it 503 with Retry-After. The probes and /metrics are
+  exempt: a busy bot must not be restarted for it, and its limits must be
+  observable exactly when they bite.
 
 uvicorn's own ``limit_concurrency`` is not used: it counts open connections,
 idle keep-alive ones included, so a few hundred idle sockets would turn every
@@ -231,10 +232,13 @@ def protocol_class(limits: HttpLimits) -> type[LimitedHttpToolsProtocol]:
     return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
 
 
+EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class LimitConcurrency:
     """ASGI wrapper: at most `limit` HTTP requests in the app at once, else 503."""
 
-    def __init__(self, app: ASGIApp, limit: int, exempt: frozenset[str] = frozenset({"/healthz"})):
+    def __init__(self, app: ASGIApp, limit: int, exempt: frozenset[str] = EXEMPT):
         self.app = app
         self.limit = limit
         self.exempt = exempt

@@ -95,7 +95,7 @@ def test_slowloris_headers_get_408_and_close_within_the_deadline(bot: BotProcess
     for sock, (data, elapsed) in answered.items():
         assert data.startswith(b"HTTP/1.1 408 "), data[:200]
         assert b"connection: close" in data
-        assert REQUEST_TIMEOUT - 0.1 < elapsed < REQUEST_TIMEOUT + 1.5, elapsed
+        assert REQUEST_TIMEOUT - 0.1 < elapsed < REQUEST_TIMEOUT + 2.5, elapsed
         assert sent[sock] >= 8  # it kept sending until the answer came
     metrics = httpx.get(f"{bot.url}/metrics").text
     assert 'nexus_http_limited_total{reason="request_timeout"}' in metrics
@@ -115,7 +115,7 @@ def test_half_sent_body_gets_408_within_the_deadline(bot: BotProcess) -> None:
         elapsed = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 408 "), data[:200]
     assert data.endswith(b'{"error": "request not received within 2 s"}')
-    assert REQUEST_TIMEOUT - 0.1 < elapsed < REQUEST_TIMEOUT + 1.5, elapsed
+    assert REQUEST_TIMEOUT - 0.1 < elapsed < REQUEST_TIMEOUT + 2.5, elapsed
     assert httpx.get(f"{bot.url}/healthz").status_code == 200
 
 
@@ -130,7 +130,7 @@ def test_idle_keep_alive_connection_is_closed_after_the_idle_timeout(bot: BotPro
         assert b"connection: close" not in data  # kept alive...
         assert read_to_close(sock) == b""  # ...until idle for the timeout
         idle = time.monotonic() - answered
-    assert KEEPALIVE_TIMEOUT - 0.1 < idle < KEEPALIVE_TIMEOUT + 1.5, idle
+    assert KEEPALIVE_TIMEOUT - 0.1 < idle < KEEPALIVE_TIMEOUT + 2.5, idle
 
 
 def test_connection_that_sends_nothing_is_closed(bot: BotProcess) -> None:
@@ -138,7 +138,7 @@ def test_connection_that_sends_nothing_is_closed(bot: BotProcess) -> None:
         started = time.monotonic()
         assert read_to_close(sock) == b""  # closed, and silently
         elapsed = time.monotonic() - started
-    assert KEEPALIVE_TIMEOUT - 0.1 < elapsed < KEEPALIVE_TIMEOUT + 1.5, elapsed
+    assert KEEPALIVE_TIMEOUT - 0.1 < elapsed < KEEPALIVE_TIMEOUT + 2.5, elapsed
 
 
 def test_over_the_concurrency_limit_is_503_and_recovers(bot: BotProcess) -> None:
@@ -153,10 +153,11 @@ def test_over_the_concurrency_limit_is_503_and_recovers(bot: BotProcess) -> None
     try:
         for sock in held:
             sock.sendall(head + body[:10])
-        over = httpx.get(f"{bot.url}/readyz", timeout=5)
+        probe = f"{bot.url}/webhooks/alertmanager"  # GET: 405 from the app, unless refused
+        over = httpx.get(probe, timeout=5)
         deadline = time.monotonic() + 1
         while over.status_code != 503 and time.monotonic() < deadline:  # all in the app yet?
-            over = httpx.get(f"{bot.url}/readyz", timeout=5)
+            over = httpx.get(probe, timeout=5)
         assert over.status_code == 503
         assert over.headers["retry-after"] == "1"
         assert over.headers["connection"] == "close"
@@ -168,7 +169,8 @@ def test_over_the_concurrency_limit_is_503_and_recovers(bot: BotProcess) -> None
             timeout=5,
         )
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-        assert httpx.get(f"{bot.url}/healthz", timeout=5).status_code == 200  # liveness is exempt
+        for exempt in ("/healthz", "/readyz", "/metrics"):  # probes and metrics still answer
+            assert httpx.get(f"{bot.url}{exempt}", timeout=5).status_code == 200, exempt
         for sock in held:  # the load goes: each held request completes
             sock.sendall(body[10:])
         answers = [read_to_close(sock) for sock in held]
@@ -177,7 +179,7 @@ def test_over_the_concurrency_limit_is_503_and_recovers(bot: BotProcess) -> None
             sock.close()
     assert all(a.startswith(b"HTTP/1.1 202 ") for a in answers), [a[:40] for a in answers]
     assert bot.alertmanager(json.loads(body)).status_code == 202
-    assert httpx.get(f"{bot.url}/readyz").status_code == 200
+    assert httpx.get(probe).status_code == 405
     metrics = httpx.get(f"{bot.url}/metrics").text
     assert 'nexus_http_limited_total{reason="over_concurrency"} 2.0' in metrics
 
