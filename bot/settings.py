@@ -30,13 +30,13 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from sqlalchemy.engine import make_url
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
 
 from bot.yamlfile import KeyPath, YamlFileError, load_yaml_mapping, nearest_line
 
@@ -428,6 +428,7 @@ def resolve_paths(settings: Settings, base: Path) -> Settings:
     from: git, for one, later runs in other working directories, where a
     relative `NEXUS_WORKDIR` names a folder that does not exist.
     """
+
     def absolute(path: Path) -> Path:
         return path if path.is_absolute() else (base / path).resolve()
 
