@@ -116,6 +116,9 @@ def make_engine(
             pool_pre_ping=True,
             pool_size=12,
             max_overflow=12,
+            # A request waits at most this long for a pooled connection (default 30 s),
+            # so even an exhausted pool ends in a 503 the sender retries.
+            pool_timeout=5,
             connect_args={"connect_timeout": 5},
         )
         limits = (f"{_ms(lock_timeout)}ms", f"{_ms(statement_timeout)}ms")
