@@ -73,6 +73,23 @@ class Alert(BaseModel):
 
 MAX_LABELS = 256
 MAX_TEXT = 8192
+# Keys end up in unique indexes (incident key, PagerDuty id, inbox group), and a
+# PostgreSQL btree entry holds at most about 2.7 kB: 4-byte characters included,
+# these stay well under it.
+MAX_GROUP_KEY = 400
+MAX_PAGERDUTY_ID = 128
+
+
+def bounded_key(key: str) -> str:
+    """`key`, or when longer than MAX_GROUP_KEY its start and a digest of all of it.
+
+    Deterministic, so every batch of a group still lands on the same incident,
+    and distinct long keys stay distinct.
+    """
+    if len(key) <= MAX_GROUP_KEY:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{key[: MAX_GROUP_KEY - 40]}…#{digest}"
 
 
 def _strings(raw: Any, what: str) -> dict[str, str]:
@@ -141,6 +158,8 @@ def parse_alertmanager(body: Any) -> list[Alert]:
     group_key = body.get("groupKey")
     if group_key is not None and not isinstance(group_key, str):
         raise PayloadError("groupKey must be a string")
+    if group_key is not None:
+        group_key = bounded_key(group_key)
     common_labels = _strings(body.get("commonLabels"), "commonLabels")
     common_annotations = _strings(body.get("commonAnnotations"), "commonAnnotations")
     alerts = []
@@ -204,6 +223,11 @@ def parse_pagerduty(body: Any) -> Alert:
     incident_id = incident.get("id")
     if not isinstance(incident_id, str) or not incident_id:
         raise PayloadError("PagerDuty incident needs an 'id'")
+    if len(incident_id) > MAX_PAGERDUTY_ID:
+        raise PayloadError(
+            f"PagerDuty incident id is {len(incident_id)} characters; "
+            f"at most {MAX_PAGERDUTY_ID} are accepted"
+        )
     service: Mapping[str, Any] = (
         incident["service"] if isinstance(incident.get("service"), Mapping) else {}
     )

@@ -7,6 +7,12 @@ that cannot be reached is a 503 (both senders retry 5xx); so is an
 Alertmanager backlog over INGEST_MAX_BACKLOG batches. A malformed body is a 400
 with the reason; an event type we do not handle is still a 202 (PagerDuty
 disables webhooks that keep getting 4xx).
+
+The rule: whatever is answered 202 the worker can apply. So the payload is
+parsed (bot.domain.alerts) *and* made storable (bot.ingest.http.parse_storable:
+lone surrogates and NUL become U+FFFD, numbers JSON cannot carry and deep
+nesting are a 400) before the answer, and what is stored is that storable
+payload; anything the parser refuses is a 400 then, not a failed row later.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -26,31 +32,24 @@ from bot import metrics
 from bot.domain.alerts import PayloadError, parse_alertmanager, parse_pagerduty
 from bot.incidents.pagerduty import HANDLED, event_type_of, handle_pagerduty_event
 from bot.incidents.service import IncidentService
-from bot.ingest.http import RejectedRequest, accepted, parse_json, read_body
+from bot.ingest.http import RejectedRequest, accepted, parse_storable, read_body
 from bot.ingest.inbox import Applier, Inbox, Ingress, Put
 from bot.ingest.signatures import verify_bearer, verify_pagerduty_signature
 
 log = structlog.get_logger("bot.ingest")
+T = TypeVar("T")
 
 DATABASE_DOWN = JSONResponse(
     {"error": "database unavailable, retry later"}, status_code=503, headers={"Retry-After": "5"}
 )
 
 
-def _as_text(body: bytes, payload: Any) -> str:
-    """The body as stored: the bytes we verified when they are plain UTF-8 (nearly always).
-
-    json.loads also accepts bytes in UTF-16/32 or with a UTF-8 BOM. Those are
-    stored re-serialised, so the worker's json.loads(str) reads them back and
-    PostgreSQL (no NUL in text) takes them.
-    """
+def _payload(parse: Callable[[Any], T], payload: Any) -> T:
+    """`parse(payload)`, its PayloadError a 400 (reason capped and logged like any other)."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return json.dumps(payload)
-    if text.startswith("\ufeff") or "\x00" in text:
-        return json.dumps(payload)
-    return text
+        return parse(payload)
+    except PayloadError as exc:
+        raise RejectedRequest(400, str(exc)) from None
 
 
 def inbox_appliers(service: IncidentService) -> dict[str, Applier]:
@@ -85,23 +84,22 @@ class PagerDutyWebhook:
                 body, request.headers.get("x-pagerduty-signature"), self.secrets
             ):
                 raise RejectedRequest(401, "missing or invalid X-PagerDuty-Signature")
-            payload = parse_json(body)
-            event_type = event_type_of(payload)
+            parsed = parse_storable(body)
+            event_type = _payload(event_type_of, parsed.payload)
             if event_type not in HANDLED:
                 log.info("pagerduty event ignored", event_type=event_type)
                 return accepted(note=f"event type {event_type} is not handled")
-            alert = parse_pagerduty(payload)  # malformed is a 400 now, not a failed row later
+            # Malformed is a 400 now, not a failed row later.
+            alert = _payload(parse_pagerduty, parsed.payload)
         except RejectedRequest as rejected:
             log.info("pagerduty webhook rejected", status=rejected.status, reason=rejected.reason)
             return rejected.response()
-        except PayloadError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
         delivery = request.headers.get("x-webhook-id", "")[:200] or None
         try:
             put = await asyncio.to_thread(
                 self.inbox.put,
                 "pagerduty",
-                _as_text(body, payload),
+                parsed.text,
                 1,
                 alert.pagerduty_incident_id or "",
                 delivery,
@@ -152,8 +150,8 @@ class AlertmanagerWebhook:
             if not verify_bearer(request.headers.get("authorization"), self.token):
                 raise RejectedRequest(401, "missing or invalid bearer token")
             body = await read_body(request)
-            payload = parse_json(body)
-            alerts = parse_alertmanager(payload)
+            parsed = parse_storable(body)
+            alerts = _payload(parse_alertmanager, parsed.payload)
         except RejectedRequest as rejected:
             log.info(
                 "alertmanager webhook rejected", status=rejected.status, reason=rejected.reason
@@ -162,8 +160,6 @@ class AlertmanagerWebhook:
             if rejected.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        except PayloadError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
         if not alerts:
             return accepted(alerts=0)
         try:
@@ -172,7 +168,7 @@ class AlertmanagerWebhook:
                 self.lane,
                 lambda: self.inbox.put(
                     "alertmanager",
-                    _as_text(body, payload),
+                    parsed.text,
                     len(alerts),
                     alerts[0].group_key or "",
                     max_backlog=self.max_backlog,
