@@ -176,6 +176,26 @@ def test_numbers_in_labels_that_json_can_hold_are_applied(bot: Bot) -> None:
     assert bot.scalar(warning, p=f"{run}-%") == 3
 
 
+@pytest.mark.parametrize("digits", [4300, 4301, 8192])
+def test_a_pull_request_label_past_the_int_digit_limit_is_applied(bot: Bot, digits: int) -> None:
+    """The frenly-ai playbook turns the `pr` label into an int for github.close_pr, later,
+    in the worker: a label of more digits than int() takes makes that step invalid,
+    not the batch unappliable."""
+    run = unique()
+    body = batch(1, run)
+    body["alerts"][0]["labels"]["pr"] = "9" * digits
+    answer = bot.process.alertmanager(body)
+    assert answer.status_code == 202, answer.text
+    assert bot.settled() == []
+    assert alerts_of(bot, run) == 1
+    playbook = bot.scalar(
+        "SELECT i.playbook_id FROM incidents i JOIN alerts a ON a.incident_id = i.id "
+        "WHERE a.fingerprint = :f",
+        f=f"{run}-0000",
+    )
+    assert playbook == "frenly-ai-dangerous-edit"
+
+
 def test_nesting_deeper_than_the_limit_is_400(bot: Bot) -> None:
     run = unique()
     # The label value starts at depth 4: body, alerts, alert, labels.
