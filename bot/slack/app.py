@@ -20,13 +20,15 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
@@ -180,17 +182,20 @@ class SlackEventsEndpoint:
         try:
             body = await read_body(request)
             self._verify(body, request)
-            _check_shape(body, request.headers.get("content-type", ""))
+            parsed = _check_shape(body, request.headers.get("content-type", ""))
         except RejectedRequest as rejected:
             log.info("slack request rejected", status=rejected.status, reason=rejected.reason)
             return rejected.response()
-        bolt_response = await self.app.async_dispatch(
-            AsyncBoltRequest(
-                body=body.decode("utf-8"),
-                query=request.url.query,
-                headers={k: [v] for k, v in request.headers.items()},
-            )
-        )
+        # Bolt would parse the text again, guessing its kind from it: a form containing
+        # "payload" anywhere (`/incident declare payload API down`, a channel named
+        # #payload) became {} and was answered 404, one starting with "{" raised. So it
+        # gets the body as checked above; the raw text is what its signature check reads.
+        headers: dict[str, str | Sequence[str]] = {k: [v] for k, v in request.headers.items()}
+        bolt_request = AsyncBoltRequest(body="", query=request.url.query, headers=headers)
+        bolt_request.raw_body = body.decode("utf-8")
+        bolt_request.body = parsed
+        bolt_request.context = build_async_context(AsyncBoltContext({}), parsed)
+        bolt_response = await self.app.async_dispatch(bolt_request)
         return Response(
             content=bolt_response.body,
             status_code=bolt_response.status,
@@ -220,15 +225,15 @@ class SlackEventsEndpoint:
             raise RejectedRequest(401, "invalid signature")
 
 
-def _check_shape(body: bytes, content_type: str) -> None:
-    """400 for a body Bolt could not use."""
+def _check_shape(body: bytes, content_type: str) -> dict[str, Any]:
+    """400 for a body Bolt could not use; else the body as Bolt should see it: the JSON
+    object, the interaction payload, or the slash command's form."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise RejectedRequest(400, "body is not UTF-8") from None
     if content_type.startswith("application/json"):
-        _json_object(text, "body")
-        return
+        return _json_object(text, "body")
     if not content_type.startswith("application/x-www-form-urlencoded"):
         raise RejectedRequest(400, f"unsupported content type {content_type[:80]!r}")
     form = parse_qs(text, keep_blank_values=True)
@@ -236,9 +241,10 @@ def _check_shape(body: bytes, content_type: str) -> None:
         payload = _json_object(form["payload"][0], "payload field")
         if not isinstance(payload.get("type"), str):
             raise RejectedRequest(400, "payload has no interaction type")
-        return
+        return payload
     if "command" not in form:
         raise RejectedRequest(400, "form has neither a slash command nor an interaction payload")
+    return {name: values[0] for name, values in form.items()}
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:

@@ -290,3 +290,23 @@ def test_events_api_retry_is_not_a_replay_but_still_deduplicated(
     finally:
         bot.stop()
     assert "slack request replayed" not in bot.stderr
+
+
+# -- found on the way: Bolt re-guessing what a form is --------------------------------
+
+
+def test_slash_command_mentioning_payload_is_still_a_command(
+    bot: BotProcess, slack: FakeSlack
+) -> None:
+    """Bolt took any form containing "payload" for an interaction (404 before)."""
+    declared = bot.command("declare payload API drops orders", response_url=slack.response_url("p"))
+    assert declared.status_code == 200, declared.text
+    assert declared.json()["text"] == "Declaring *payload API drops orders*…"
+    told = slack.wait_for(lambda: slack.responses("p"), timeout=10)
+    assert told[0]["text"] == "Opened incident #1: payload API drops orders"
+    from_channel = bot.command("list", channel_name="payload-team")
+    assert "payload API drops orders" in from_channel.json()["text"]
+    # A form whose first field starts with "{" is not JSON either (500 before).
+    braces = bot.slack({"{": "x", "command": "/incident", "text": "help", "user_id": "U0ALICE"})
+    assert braces.status_code == 200 and "/incident declare" in braces.json()["text"]
+    assert_no_traceback(bot)
