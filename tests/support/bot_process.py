@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -82,6 +83,12 @@ def repository_copy(destination: Path) -> Path:
         ),
     )
     return destination
+
+
+def new_trigger_id() -> str:
+    """Slack gives every command and click its own trigger_id, so two identical
+    requests in one second are still two signed bodies, not a replay."""
+    return f"{int(time.time())}.738474920.{uuid.uuid4().hex[:20]}"
 
 
 class PortTaken(Exception):
@@ -277,7 +284,7 @@ class BotProcess:
                 "channel_id": CHANNEL,
                 "team_id": "T0FAKE000",
                 "response_url": response_url,
-                "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+                "trigger_id": new_trigger_id(),
                 **extra,
             }
         )
@@ -298,7 +305,7 @@ class BotProcess:
             "api_app_id": "A0NEXUS",
             "token": "legacy-verification-token",
             "container": {"type": "message", "message_ts": message_ts, "channel_id": CHANNEL},
-            "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+            "trigger_id": new_trigger_id(),
             "channel": {"id": CHANNEL, "name": "incidents"},
             "message": {"ts": message_ts, "text": "incident"},
             "response_url": response_url,
