@@ -5,8 +5,10 @@ reason on failure (400), and every error is a small JSON object — never a
 stack trace. The sender learns what to fix; nothing half-read is stored.
 
 Whatever is answered 202 must be storable later, by the inbox worker, on
-SQLite and PostgreSQL alike (issue 10). So `parse_json` also makes the payload
-storable before anyone acknowledges it:
+SQLite and PostgreSQL alike (issue 10). So `parse_storable` (and `parse_json`)
+also makes the payload storable before anyone acknowledges it, and the inbox
+keeps that payload: the received bytes as they are when nothing had to change
+(nearly always), else the payload re-serialised as ASCII JSON.
 
 * Text the databases refuse is *replaced*, not refused: a lone UTF-16
   surrogate (JSON ``"\\ud800"``, or UTF-8-encoded surrogate bytes, which
@@ -27,6 +29,17 @@ storable before anyone acknowledges it:
 
 Reasons are capped at `MAX_REASON_CHARS` (`RejectedRequest`), so a 400 never
 echoes a 500 KB field back, nor writes it to the log.
+
+The rest of what the worker could refuse is bounded by the parsers
+(bot.domain.alerts), which intake runs before the 202 too: label and
+annotation values become strings of at most 8192 characters (so a number in a
+label is text the severity thresholds and action parameters parse later, and
+a failed parse there is a refused step, not a failed row); fingerprints and
+titles are cut; Alertmanager group keys too long for a unique index are
+shortened with a digest, an over-long PagerDuty incident id is a 400. JSON
+keys are always strings. Columns are unbounded text. The number of alerts is
+bounded by the 1 MiB body: the worst case, about 38,000 minimal alerts in one
+batch, is applied (slowly) on both databases.
 """
 
 from __future__ import annotations

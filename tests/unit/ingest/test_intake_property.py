@@ -236,7 +236,7 @@ PROPERTY = settings(
 )
 
 
-@settings(PROPERTY, max_examples=50)
+@settings(PROPERTY, max_examples=40)
 @given(endpoint=st.sampled_from(["alertmanager", "pagerduty"]), payload=JSON, encode=ENCODING)
 def test_any_json_is_refused_or_applied(
     bot: Bot, endpoint: str, payload: Any, encode: Encoder
@@ -244,7 +244,7 @@ def test_any_json_is_refused_or_applied(
     refused_or_applied(bot, endpoint, payload, encode)
 
 
-@settings(PROPERTY, max_examples=70)
+@settings(PROPERTY, max_examples=60)
 @given(payload=ALERTMANAGER, encode=ENCODING)
 @example(payload=with_annotation("\ud800"), encode=ascii_json)
 @example(payload=with_annotation("\x00"), encode=ascii_json)
@@ -255,7 +255,7 @@ def test_alertmanager_batches_are_refused_or_applied(
     refused_or_applied(bot, "alertmanager", payload, encode)
 
 
-@settings(PROPERTY, max_examples=70)
+@settings(PROPERTY, max_examples=60)
 @given(payload=PAGERDUTY, encode=ENCODING)
 def test_pagerduty_events_are_refused_or_applied(bot: Bot, payload: Any, encode: Encoder) -> None:
     refused_or_applied(bot, "pagerduty", payload, encode)
