@@ -69,8 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.commands.validate import run_validate
 
         return run_validate(args.paths)
-    # Once, against the directory the command was started from (see resolve_paths).
-    settings = resolve_paths(_settings_or_exit(), Path.cwd())
+    settings = _settings_or_exit()
     if args.command == "simulate":
         from bot.commands.simulate import run_simulate
 
@@ -91,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_inbox_retry(settings, args.ids, args.all_failed)
     from bot.server import run_server
 
-    return run_server(settings)
+    # Once, against the directory the bot was started from: git and other
+    # helpers later run elsewhere (see resolve_paths). The one-shot commands
+    # keep the paths as given, so what they print reads as the user wrote it.
+    return run_server(resolve_paths(settings, Path.cwd()))
 
 
 def _settings_or_exit() -> Settings:
