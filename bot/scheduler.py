@@ -15,6 +15,8 @@ import sqlalchemy as sa
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.store.outage import OutageLog
+
 log = structlog.get_logger("bot.scheduler")
 
 
@@ -40,13 +42,18 @@ def build_scheduler(jobs: dict[str, tuple[Callable[[], object], float]]) -> Asyn
 
 
 def _in_thread(name: str, function: Callable[[], object]) -> Callable[[], object]:
+    database = OutageLog(name)  # one line per outage, not one per tick
+
     async def run() -> None:
         try:
             await asyncio.to_thread(function)
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("sweep failed: database", sweep=name, error=str(exc).splitlines()[0])
+            database.failed(exc)
+            return
         except Exception:
             log.exception("sweep failed", sweep=name)
+            return
+        database.ok()
 
     run.__name__ = f"sweep_{name}"
     return run

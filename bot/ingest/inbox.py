@@ -32,6 +32,7 @@ import structlog
 
 from bot import metrics
 from bot.store.models import InboxBatch, utcnow
+from bot.store.outage import OutageLog
 from bot.store.repository import first_delivery
 
 log = structlog.get_logger("bot.ingest.inbox")
@@ -276,6 +277,7 @@ class InboxWorker:
         self.appliers = dict(appliers)
         self.poll_seconds = poll_seconds
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
+        self._database = OutageLog("inbox")
         self._wake: asyncio.Event | None = None
         self._stopping = False
 
@@ -286,9 +288,10 @@ class InboxWorker:
             self._wake.clear()
             try:
                 applied = await loop.run_in_executor(self.thread, self.apply_some)
+                self._database.ok()
             except sa.exc.SQLAlchemyError as exc:
                 # The database is away: the rows wait there, durable, for its return.
-                log.warning("inbox paused: database error", error=str(exc).splitlines()[0])
+                self._database.failed(exc)
                 applied = 0
             if applied == 0 and not self._stopping:
                 with contextlib.suppress(sa.exc.SQLAlchemyError):

@@ -85,6 +85,7 @@ from bot.slack.delivery_lookup import Delivery, Found, find_delivery
 from bot.slack.slack_calls import Failure
 from bot.store.db import READ_ONLY_OPTIONS
 from bot.store.models import Incident, OutboxMessage, utcnow
+from bot.store.outage import OutageLog
 
 __all__ = [
     "OutboxWorker",
@@ -455,6 +456,7 @@ class OutboxWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake_event: asyncio.Event | None = None
         self._stopping = False
+        self._database = OutageLog("outbox")
         self._run_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
 
@@ -478,12 +480,16 @@ class OutboxWorker:
                 try:
                     sent = await self.deliver_due()
                     failures = 0
-                except Exception:
+                    self._database.ok()
+                except Exception as exc:
                     failures += 1
                     pause = min(
                         self.backoff_cap, self.poll_interval * float(2 ** min(failures, 16))
                     )
-                    log.exception("outbox_pass_failed", failures=failures, retry_in=pause)
+                    if isinstance(exc, sa.exc.SQLAlchemyError):
+                        self._database.failed(exc)  # once per outage, not once per pass
+                    else:
+                        log.exception("outbox_pass_failed", failures=failures, retry_in=pause)
                     await self._sleep(pause)
                     continue
                 if sent:

@@ -8,6 +8,7 @@ read but not write (as on a disk remounted read-only).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -150,6 +151,30 @@ def test_postgres_going_away_twice_is_answered_and_logged_once_per_outage(
     assert bot.stderr.count(OUTAGE_LOG) == 2
     assert bot.stderr.count(BACK_LOG) == 2
     assert "Failed to run listener function" not in bot.stderr  # Bolt's 500 path
+    assert_background_workers_logged_once_per_outage(bot.stderr, outages=2)
+
+
+def assert_background_workers_logged_once_per_outage(stderr: str, outages: int) -> None:
+    """The inbox, the outbox and the sweeps retry every second or so while the
+    database is away: one warning per worker and outage, no tracebacks."""
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    down: dict[str, int] = {}
+    back: dict[str, int] = {}
+    for line in lines:
+        if line["event"].startswith("database unavailable"):
+            assert line["level"] == "warning"
+            down[line["worker"]] = down.get(line["worker"], 0) + 1
+        elif line["event"] == "database available again":
+            back[line["worker"]] = back.get(line["worker"], 0) + 1
+    # The escalation sweep ticks every second: it saw at least the first, longer outage.
+    assert down.get("escalation-sweep", 0) >= 1, down
+    for worker, count in down.items():
+        assert 1 <= count <= outages, (worker, count)
+        # The last outage may end after the worker's last pass before shutdown.
+        assert count - back.get(worker, 0) in (0, 1), (worker, count, back)
+    assert "sweep failed" not in stderr
+    assert "outbox_pass_failed" not in stderr
+    assert "Traceback" not in stderr
 
 
 def test_sqlite_the_bot_cannot_write_is_answered_and_logged_once(
