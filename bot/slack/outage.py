@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +22,8 @@ from slack_bolt.async_app import AsyncRespond
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.store.outage import OutageLog
 
 log = structlog.get_logger("bot.slack")
 
@@ -41,32 +42,18 @@ def is_outage(error: BaseException) -> bool:
     )
 
 
-class DatabaseWatch:
-    """Whether the Slack side currently believes the database is down."""
+class DatabaseWatch(OutageLog):
+    """Whether the Slack side currently believes the database is down: one error
+    line when an outage starts, one when the first database call works again."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._down = False
-
-    @property
-    def down(self) -> bool:
-        return self._down
-
-    def failed(self, error: BaseException) -> None:
-        with self._lock:
-            first, self._down = not self._down, True
-        if first:
-            log.error(
-                "slack: incident database unreachable; answering Slack users to try again",
-                error_type=type(error).__name__,
-                error=str(error).splitlines()[0][:300] if str(error) else "",
-            )
-
-    def ok(self) -> None:
-        with self._lock:
-            was_down, self._down = self._down, False
-        if was_down:
-            log.info("slack: incident database reachable again")
+        super().__init__(
+            "slack",
+            down_event="slack: incident database unreachable; answering Slack users to try again",
+            back_event="slack: incident database reachable again",
+            down_level="error",
+            logger=log,
+        )
 
 
 def error_handler(watch: DatabaseWatch) -> Any:

@@ -11,6 +11,7 @@ works again says the database is back, with how many passes failed meanwhile.
 from __future__ import annotations
 
 import threading
+from typing import Any, Literal
 
 import structlog
 
@@ -18,10 +19,24 @@ log = structlog.get_logger("bot.store")
 
 
 class OutageLog:
-    """Tracks one worker's view of the database: `failed` on each error, `ok` on success."""
+    """Tracks one worker's view of the database: `failed` on each error, `ok` on success.
 
-    def __init__(self, worker: str) -> None:
+    The Slack side uses it too (bot.slack.outage.DatabaseWatch), with its own
+    words and level for the two lines.
+    """
+
+    def __init__(
+        self,
+        worker: str,
+        *,
+        down_event: str = "database unavailable: retrying quietly until it is back",
+        back_event: str = "database available again",
+        down_level: Literal["warning", "error"] = "warning",
+        logger: Any = log,
+    ) -> None:
         self.worker = worker
+        self.down_event, self.back_event, self.down_level = down_event, back_event, down_level
+        self._log = logger
         self._lock = threading.Lock()
         self._failures = 0
 
@@ -33,18 +48,15 @@ class OutageLog:
         with self._lock:
             self._failures += 1
             first = self._failures == 1
-        line = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        line = str(error).splitlines()[0][:300] if str(error) else ""
+        fields = {"worker": self.worker, "error_type": type(error).__name__, "error": line}
         if first:
-            log.warning(
-                "database unavailable: retrying quietly until it is back",
-                worker=self.worker,
-                error=line,
-            )
+            getattr(self._log, self.down_level)(self.down_event, **fields)
         else:
-            log.debug("database still unavailable", worker=self.worker, error=line)
+            self._log.debug("database still unavailable", **fields)
 
     def ok(self) -> None:
         with self._lock:
             failures, self._failures = self._failures, 0
         if failures:
-            log.info("database available again", worker=self.worker, failed_passes=failures)
+            self._log.info(self.back_event, worker=self.worker, failed_passes=failures)
