@@ -24,7 +24,7 @@ from tests.support.bot_process import (
     BotProcess,
     repository_copy,
 )
-from tests.unit.actions.actions_git_support import Remote
+from tests.unit.actions.actions_git_support import ssot_with_an_ai_commit
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 REPO = "nexus/ssot"
@@ -46,12 +46,7 @@ def clone(tmp_path: Path) -> Path:
 
 def test_a_revert_works_with_the_default_paths(clone: Path, tmp_path: Path) -> None:
     git_root = tmp_path / "git"
-    remote = Remote(git_root, REPO, tmp_path / "scratch")
-    remote.commit({"ssot_plan/ssot_manifest_proposal.yaml": "anchors: 36\n"}, "Anchors v36")
-    bad = remote.commit(
-        {"ssot_plan/ssot_manifest_proposal.yaml": "anchors: 37 # AI\n"},
-        "Frenly AI: rewrite anchors",
-    )
+    remote, bad = ssot_with_an_ai_commit(git_root, tmp_path / "scratch")
     with FakeSlack() as slack, FakeGitHub(token="ghp_fakefakefakefakefake") as github:
         bot = BotProcess.with_defaults(
             clone,

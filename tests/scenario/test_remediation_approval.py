@@ -18,7 +18,7 @@ from tests.fakes.github import FakeGitHub
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack
 from tests.support.bot_process import CHANNEL, REPO_ROOT, BotProcess
-from tests.unit.actions.actions_git_support import Remote
+from tests.unit.actions.actions_git_support import Remote, ssot_with_an_ai_commit
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 REPO = "nexus/ssot"
@@ -77,12 +77,7 @@ def frenly_alert(commit: str) -> dict[str, Any]:
 @pytest.fixture
 def stage(database_url: str, tmp_path: Path) -> Iterator[Stage]:
     git_root = tmp_path / "git"
-    remote = Remote(git_root, REPO, tmp_path / "scratch")
-    remote.commit({"ssot_plan/ssot_manifest_proposal.yaml": "anchors: 36\n"}, "Anchors v36")
-    bad = remote.commit(
-        {"ssot_plan/ssot_manifest_proposal.yaml": "anchors: 37 # AI\n"},
-        "Frenly AI: rewrite anchors",
-    )
+    remote, bad = ssot_with_an_ai_commit(git_root, tmp_path / "scratch")
     config = tmp_path / "nexus.yaml"
     config.write_text((REPO_ROOT / "config" / "nexus.yaml").read_text())
     with (

@@ -127,3 +127,14 @@ class Remote:
             "done\n"
         )
         hook.chmod(0o755)
+
+
+def ssot_with_an_ai_commit(root: Path, scratch: Path) -> tuple[Remote, str]:
+    """`nexus/ssot` with a good manifest and, on top, the Frenly AI commit to revert (its SHA)."""
+    remote = Remote(root, "nexus/ssot", scratch)
+    remote.commit({"ssot_plan/ssot_manifest_proposal.yaml": "anchors: 36\n"}, "Anchors v36")
+    bad = remote.commit(
+        {"ssot_plan/ssot_manifest_proposal.yaml": "anchors: 37 # AI\n"},
+        "Frenly AI: rewrite anchors",
+    )
+    return remote, bad
