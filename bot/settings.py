@@ -38,11 +38,11 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 
+from bot.communication import RolesConfig, UpdatesConfig
+from bot.durations import Duration
 from bot.yamlfile import KeyPath, YamlFileError, load_yaml_mapping, nearest_line
 
 DEFAULT_CONFIG_PATH = Path("config/nexus.yaml")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _NAMESPACED = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -54,30 +54,6 @@ class SettingsError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-def parse_duration(value: Any) -> Any:
-    """`90`, `90s`, `5m`, `1.5h`, `250ms` → timedelta. Numbers are seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
-    raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
-
-
-def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 def _split_commas(value: Any) -> Any:
@@ -302,6 +278,9 @@ class Settings(BaseSettings):
     severity_thresholds: SeverityThresholds = Field(default_factory=SeverityThresholds)
     allowed_targets: AllowedTargets = Field(default_factory=AllowedTargets)
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    # The communication plan: role defaults per incident, public update cadence.
+    roles: RolesConfig = Field(default_factory=RolesConfig)
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
     # Bounds on HTTP connections (bot/http_limits.py) and on database waits (bot/store/db.py).
     http_request_timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
     http_keepalive_timeout: Duration = Field(timedelta(seconds=5), gt=timedelta(0))

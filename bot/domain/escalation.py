@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.domain.alerts import Severity
-from bot.settings import Settings, format_duration
+from bot.durations import format_duration
+from bot.settings import Settings
 
 
 @dataclass(frozen=True)

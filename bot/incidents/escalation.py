@@ -23,8 +23,9 @@ import structlog
 
 from bot.domain.alerts import AlertSource, Severity
 from bot.domain.routing import Route, routes_for
+from bot.durations import format_duration
 from bot.incidents.service import IncidentService, _who
-from bot.settings import EscalationLevel, format_duration
+from bot.settings import EscalationLevel
 from bot.slack.blocks import escape
 from bot.store.models import Incident, utcnow
 

@@ -33,7 +33,6 @@ REMEDIATION_STATES = (
 )
 APPROVAL_DECISIONS = ("approve", "deny", "refused_self", "refused_not_allowed")
 EXECUTION_OUTCOMES = ("running", "succeeded", "failed", "aborted")
-OUTBOX_METHODS = ("chat.postMessage", "chat.update")
 OUTBOX_STATES = ("pending", "sent", "failed")
 INBOX_SOURCES = ("alertmanager", "pagerduty")
 INBOX_STATES = ("pending", "failed")
@@ -122,6 +121,13 @@ class Incident(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     labels: Mapped[dict[str, Any]]
+    # Communication plan: role -> Slack user/group IDs (commander, tech-lead, comms).
+    roles: Mapped[dict[str, Any] | None]
+    # The last public status update (investigating/identified/monitoring/resolved).
+    public_status: Mapped[str | None]
+    last_public_update_at: Mapped[datetime | None]
+    # When the Communications role was last reminded to post an update (CAS key).
+    update_reminded_at: Mapped[datetime | None]
 
 
 class Alert(Base):
@@ -227,11 +233,15 @@ class EscalationStep(Base):
 class OutboxMessage(Base):
     __tablename__ = "outbox"
     __table_args__ = (
-        _one_of("method", OUTBOX_METHODS),
         _one_of("state", OUTBOX_STATES),
+        sa.Index("ix_outbox_output_state", "output", "state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    # Which output delivers the row ("slack", "email", "pagerduty", ...); no
+    # CHECK on purpose: a new output is a module and a registration, not a migration.
+    output: Mapped[str] = mapped_column(default="slack", server_default="slack")
+    # Slack: the channel; other outputs: their pacing key (e.g. "smtp").
     channel: Mapped[str]
     method: Mapped[str]
     incident_id: Mapped[int | None] = mapped_column(sa.ForeignKey("incidents.id"))
@@ -300,3 +310,23 @@ class AuditEntry(Base):
     # chain can never fork even if the serialising lock were bypassed.
     prev_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class TimelineEvent(Base):
+    """One thing that happened to an incident: facts, never rendered text.
+
+    Written in the same transaction as the state change it records; outputs
+    (Slack, email, PagerDuty, ...) render it for their audience.
+    """
+
+    __tablename__ = "timeline_events"
+    __table_args__ = (sa.Index("ix_timeline_events_incident", "incident_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(sa.ForeignKey("incidents.id"))
+    kind: Mapped[str]
+    actor: Mapped[str]
+    # Public events (status updates, opened/resolved) may reach customers.
+    public: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    facts: Mapped[dict[str, Any]]
+    at: Mapped[datetime]

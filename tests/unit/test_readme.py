@@ -41,7 +41,14 @@ def test_every_environment_setting_is_documented() -> None:
     from bot.settings import Settings
 
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    structured = {"approvals", "severity_thresholds", "allowed_targets", "escalation"}
+    structured = {
+        "approvals",
+        "severity_thresholds",
+        "allowed_targets",
+        "escalation",
+        "roles",
+        "updates",
+    }
     missing = [
         name.upper()
         for name in Settings.model_fields

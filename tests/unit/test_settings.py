@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from bot.durations import format_duration, parse_duration
 from bot.settings import (
     DEFAULT_CONFIG_PATH,
     Settings,
     SettingsError,
     disabled_features,
-    format_duration,
     load_settings,
-    parse_duration,
     resolve_paths,
     resolve_sqlite_path,
 )
