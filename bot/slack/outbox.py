@@ -86,6 +86,7 @@ from bot.slack.slack_calls import Failure
 from bot.store.db import READ_ONLY_OPTIONS
 from bot.store.models import Incident, OutboxMessage, utcnow
 from bot.store.outage import OutageLog
+from bot.timeline.pacing import TokenBucket, backoff_delay
 
 __all__ = [
     "OutboxWorker",
@@ -385,33 +386,6 @@ class _NotReady(Exception):
     """Raised inside a claim's transaction to roll it back."""
 
 
-class _Pace:
-    """Token bucket of one channel, plus a Retry-After block."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.updated = float(burst), now
-        self.blocked_until = 0.0
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def ready_at(self, now: float) -> float:
-        self._refill(now)
-        token_at = now if self.tokens >= 1 else now + (1 - self.tokens) / self.rate
-        return max(token_at, self.blocked_until)
-
-    def spend(self, now: float) -> None:
-        self._refill(now)
-        self.tokens -= 1
-
-    def block(self, now: float, seconds: float) -> None:
-        self._refill(now)
-        self.tokens = 0.0
-        self.blocked_until = max(self.blocked_until, now + seconds)
-
-
 class OutboxWorker:
     """Delivers outbox rows to Slack; run one per process (replicas may share a database)."""
 
@@ -448,7 +422,7 @@ class OutboxWorker:
         self.backoff_base = backoff_base
         self.call_timeout = call_timeout
 
-        self._paces: dict[str, _Pace] = {}
+        self._paces: dict[str, TokenBucket] = {}
         self._pass_lock = asyncio.Lock()
         self._unrecorded: dict[int, _Success] = {}
         self._next_due: float | None = None  # monotonic time something becomes sendable
@@ -566,10 +540,12 @@ class OutboxWorker:
         if self._next_due is None or at < self._next_due:
             self._next_due = at
 
-    def _pace(self, channel: str) -> _Pace:
+    def _pace(self, channel: str) -> TokenBucket:
         pace = self._paces.get(channel)
         if pace is None:
-            pace = self._paces[channel] = _Pace(self.rate_per_channel, self.burst, time.monotonic())
+            pace = self._paces[channel] = TokenBucket(
+                self.rate_per_channel, self.burst, time.monotonic()
+            )
         return pace
 
     async def _drain_channel(self, channel: str, candidates: list[_Candidate]) -> int:
@@ -824,9 +800,7 @@ class OutboxWorker:
             conn.execute(sa.update(_OUTBOX).where(*cas).values(**values))
 
     def _backoff(self, attempts: int) -> float:
-        exponent = max(0, min(attempts - 1, 32))
-        ceiling = min(self.backoff_cap, self.backoff_base * float(2**exponent))
-        return ceiling / 2 + self._random.uniform(0, ceiling / 2)
+        return backoff_delay(attempts, self.backoff_base, self.backoff_cap, self._random)
 
     # -- Slack ---------------------------------------------------------------
 

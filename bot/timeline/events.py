@@ -1,0 +1,81 @@
+"""Timeline event kinds and the facts each one carries.
+
+An event records what happened, never how to say it: outputs (Slack, email,
+PagerDuty, next the status page and GitHub) render events for their own
+audience. Facts are JSON-serialisable and keyed as listed per kind below;
+`public` events may reach customers (status page, stakeholder email), all
+others stay internal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    # facts: title, severity, source, playbook_id, playbook_title, service, routes,
+    #        match, severity_reason, declared_by (or None)                      [public]
+    OPENED = "opened"
+    # facts: new (alerts first seen), firing, resolved (counts after the batch)
+    ALERTS_ADDED = "alerts.added"
+    # facts: note (optional), via ("slack", "pagerduty", "cli")
+    ACKNOWLEDGED = "acknowledged"
+    # facts: reason ("manual", "alerts", "pagerduty", "update"), via, note (optional) [public]
+    RESOLVED = "resolved"
+    # facts: via ("alerts", "pagerduty", "slack"), firing (count)                 [public]
+    REOPENED = "reopened"
+    # facts: level, role, reason, slack (IDs), email (addresses), pagerduty_level,
+    #        notify_pagerduty (bool)
+    LEVEL_REACHED = "level.reached"
+    # facts: event_type (PagerDuty's), agent, assignees, priority, content, responder
+    PAGERDUTY_NOTE = "pagerduty.note"
+    # facts: request_id, title, action, summary, details, expires_at (ISO), approvers,
+    #        requested_by
+    REMEDIATION_REQUESTED = "remediation.requested"
+    # facts: title, reason, request_id (or None: refused before a request existed)
+    REMEDIATION_REFUSED = "remediation.refused"
+    # facts: request_id, title, reason
+    REMEDIATION_DENIED = "remediation.denied"
+    # facts: request_id, title
+    REMEDIATION_EXPIRED = "remediation.expired"
+    # facts: request_id, title, requested_by, approved_by, summary, details, links,
+    #        undo_title (or None)
+    REMEDIATION_DONE = "remediation.done"
+    # facts: request_id, title, requested_by, approved_by, outcome ("failed"/"aborted"),
+    #        message
+    REMEDIATION_FAILED = "remediation.failed"
+    # facts: role, holders (IDs), previous (IDs)
+    ROLE_ASSIGNED = "role.assigned"
+    # facts: status (investigating/identified/monitoring/resolved), text, via   [public]
+    UPDATE_POSTED = "update.posted"
+    # facts: text, via
+    NOTE_ADDED = "note.added"
+    # facts: holders (comms IDs), since (ISO of the last public update or the start),
+    #        interval_seconds
+    UPDATE_REMINDER = "update.reminder"
+    # facts: output, problem ("refused"), recipients ({address: reason}), what
+    DELIVERY_PROBLEM = "delivery.problem"
+    # facts: url, number
+    REVIEW_LINKED = "review.linked"
+
+
+# Kinds that may be shown outside the company (status page, stakeholder email).
+PUBLIC_KINDS = frozenset({Kind.OPENED, Kind.RESOLVED, Kind.REOPENED, Kind.UPDATE_POSTED})
+
+
+@dataclass(frozen=True)
+class Event:
+    incident_id: int
+    kind: str
+    actor: str
+    at: datetime
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    public: bool = False
+    id: int = 0
+
+    def fact(self, name: str, default: Any = None) -> Any:
+        return self.facts.get(name, default)

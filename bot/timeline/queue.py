@@ -1,0 +1,141 @@
+"""The durable delivery queue shared by every output (the ``outbox`` table).
+
+An output enqueues a row in the transaction of the event it renders; a
+delivery worker (`bot.timeline.delivery` for most outputs, `bot.slack.outbox`
+for Slack, whose thread ordering is its own) sends it later with pacing,
+retries, backoff and ``Retry-After``, exactly once across replicas (a
+compare-and-set claim with a lease). Rows are ordered per (output, incident):
+only the oldest pending row of an incident is ever sent.
+
+Columns as used by non-Slack outputs: ``output`` (the output's name),
+``channel`` (its pacing key, e.g. the SMTP host), ``method`` (what the sender
+does, e.g. ``email.send``), ``payload`` (all the sender needs, JSON),
+``coalesce_key`` (optional: a second row with the same key is not added while
+one is pending).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from bot.store.models import OutboxMessage, utcnow
+
+_WAKE_KEY = "nexus_delivery_wake_pending"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """Delivered. `report`: facts for a DELIVERY_PROBLEM event (e.g. refused recipients)."""
+
+    report: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try again later: after `after` seconds if the far end said so (not counted
+    as an attempt, like HTTP 429), else with exponential backoff."""
+
+    error: str
+    after: float | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Permanent: never retried. `report` as for Sent."""
+
+    error: str
+    report: Mapping[str, Any] | None = field(default=None)
+
+
+Result = Sent | Retry | Failed
+
+
+class Sender(Protocol):
+    """Delivers one row of one output. Synchronous: called in a worker thread."""
+
+    rate: float  # deliveries per second per pacing key
+    burst: int
+
+    def send(self, method: str, payload: Mapping[str, Any]) -> Result: ...
+
+
+def enqueue(
+    session: Session,
+    *,
+    output: str,
+    key: str,
+    method: str,
+    payload: Mapping[str, Any],
+    incident_id: int | None = None,
+    not_before: datetime | None = None,
+    coalesce_key: str | None = None,
+) -> bool:
+    """Add a delivery in the caller's transaction; False if `coalesce_key` is pending already."""
+    now = utcnow()
+    if coalesce_key is not None:
+        pending = session.execute(
+            sa.select(OutboxMessage.id).where(
+                OutboxMessage.output == output,
+                OutboxMessage.coalesce_key == coalesce_key,
+                OutboxMessage.state == "pending",
+            )
+        ).first()
+        if pending is not None:
+            return False
+    session.execute(
+        sa.insert(OutboxMessage).values(
+            output=output,
+            channel=key,
+            method=method,
+            incident_id=incident_id,
+            coalesce_key=coalesce_key,
+            payload=dict(payload),
+            state="pending",
+            attempts=0,
+            next_attempt_at=max(now, not_before) if not_before is not None else now,
+            created_at=now,
+        )
+    )
+    _wake_after_commit(session)
+    return True
+
+
+# Delivery workers of this process register a wake-up; called after an enqueueing commit.
+_LOCAL_WAKERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_waker(worker: Any) -> None:
+    """`worker.wake()` is called (from any thread) after a transaction that enqueued commits."""
+    _LOCAL_WAKERS.add(worker)
+
+
+def unregister_waker(worker: Any) -> None:
+    _LOCAL_WAKERS.discard(worker)
+
+
+def _wake_local() -> None:
+    for worker in list(_LOCAL_WAKERS):
+        worker.wake()
+
+
+def _wake_after_commit(session: Session) -> None:
+    if session.info.get(_WAKE_KEY):
+        return
+    session.info[_WAKE_KEY] = True
+
+    def on_commit(s: Session) -> None:
+        s.info.pop(_WAKE_KEY, None)
+        _wake_local()
+
+    sa.event.listen(session, "after_commit", on_commit, once=True)
+
+
+ReportHook = Callable[[Session, int | None, str, Mapping[str, Any]], None]
+"""Called in the transaction that settles a row: (session, incident_id, output, report)."""
