@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fakes.github import FakeGitHub
 
-from bot.actions.git import GitWorkspace
+from bot.actions.git_workspace import GitWorkspace
 from bot.actions.github import GitHubConnector, PullRequests
 
 

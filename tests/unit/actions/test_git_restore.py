@@ -8,7 +8,8 @@ from fakes.github import FakeGitHub
 
 from bot.actions.base import ActionError, TargetChanged
 from bot.actions.catalog import RestorePath
-from bot.actions.git import GitWorkspace, RestorePathExecutor
+from bot.actions.git_restore import RestorePathExecutor
+from bot.actions.git_workspace import GitWorkspace
 from bot.actions.github import PullRequests
 
 REPO = "acme/ssot"

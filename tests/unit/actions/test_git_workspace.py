@@ -14,7 +14,8 @@ from fakes.github import FakeGitHub
 
 from bot.actions.base import ActionError
 from bot.actions.catalog import RevertCommit
-from bot.actions.git import GitWorkspace, RevertExecutor, auth_header, redact
+from bot.actions.git_revert import RevertExecutor
+from bot.actions.git_workspace import GitWorkspace, auth_header, redact
 from bot.actions.github import GitHubConnector
 
 REPO = "acme/ssot"

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from bot.actions.base import ActionError, ActionUnavailable, TargetChanged
 from bot.actions.catalog import RevertCommit
-from bot.actions.git import GitWorkspace, RevertExecutor
+from bot.actions.git_revert import RevertExecutor
+from bot.actions.git_workspace import GitWorkspace
 from bot.actions.github import PullRequests
 
 REPO = "acme/ssot"
