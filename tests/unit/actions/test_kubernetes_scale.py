@@ -8,7 +8,7 @@ from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, TargetChanged, Undo
 from bot.actions.catalog import ScaleDeployment
-from bot.actions.kubernetes import ScaleExecutor
+from bot.actions.kubernetes_scale import ScaleExecutor
 
 NS, APP = "ai", "frenly-ai"  # as seeded by the kube fixture (conftest.py)
 

@@ -8,7 +8,7 @@ from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, TargetChanged, Undo
 from bot.actions.catalog import PatchConfigMap
-from bot.actions.kubernetes import ConfigMapPatchExecutor
+from bot.actions.kubernetes_configmap import ConfigMapPatchExecutor
 
 NS = "ai"  # as seeded by the kube fixture (conftest.py)
 

@@ -10,7 +10,7 @@ from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, TargetChanged
 from bot.actions.catalog import RolloutUndo
-from bot.actions.kubernetes import HASH_LABEL, REVISION, RolloutUndoExecutor
+from bot.actions.kubernetes_undo import HASH_LABEL, REVISION, RolloutUndoExecutor
 
 NS, APP = "ai", "frenly-ai"  # as seeded by the kube fixture (conftest.py)
 

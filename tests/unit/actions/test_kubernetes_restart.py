@@ -10,7 +10,7 @@ from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, TargetChanged
 from bot.actions.catalog import RolloutRestart
-from bot.actions.kubernetes import RESTARTED_AT, RolloutRestartExecutor
+from bot.actions.kubernetes_restart import RESTARTED_AT, RolloutRestartExecutor
 
 NS, APP = "ai", "frenly-ai"  # as seeded by the kube fixture (conftest.py)
 
