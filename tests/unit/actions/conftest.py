@@ -1,4 +1,4 @@
-"""Fixtures for the executor tests.
+"""Fixtures for the action tests: the shipped allow-list, then the executors' worlds.
 
 git and GitHub: bare repositories, the fake GitHub, an App key. Kubernetes: a
 fake API server and a real client; the real `kubernetes` client talks HTTP to
@@ -23,9 +23,17 @@ from bot.actions.base import ExecutionContext
 from bot.actions.git_workspace import GitWorkspace
 from bot.actions.github import GitHubConnector, PullRequests
 from bot.actions.kubernetes_client import kube_api_client
+from bot.settings import AllowedTargets
+from tests.support.shipped import shipped_allowed_targets
 
 NS = "ai"
 APP = "frenly-ai"
+
+
+@pytest.fixture(scope="session")
+def shipped_allowed() -> AllowedTargets:
+    """The allow-list exactly as config/nexus.yaml ships it."""
+    return shipped_allowed_targets()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from outside it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,35 +13,27 @@ from typing import Any
 
 import pytest
 
-from bot.domain.playbooks import LoadedPlaybooks, load_playbooks
+from bot.domain.playbooks import LoadedPlaybooks
 from bot.settings import AllowedTargets, Settings, load_settings
-from bot.yamlfile import load_yaml_mapping
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DATA = REPO_ROOT / "tests" / "data"
+from tests.support.shipped import read_payload, shipped_allowed_targets, shipped_playbooks
 
 
 @pytest.fixture(scope="session")
 def shipped_allowed() -> AllowedTargets:
     """The allow-list exactly as config/nexus.yaml ships it."""
-    data, _ = load_yaml_mapping(REPO_ROOT / "config" / "nexus.yaml")
-    return AllowedTargets.model_validate(data["allowed_targets"])
+    return shipped_allowed_targets()
 
 
 @pytest.fixture(scope="session")
 def shipped(shipped_allowed: AllowedTargets) -> LoadedPlaybooks:
     """The seven playbooks of playbooks/, validated against the shipped allow-list."""
-    return load_playbooks([REPO_ROOT / "playbooks"], shipped_allowed)
+    return shipped_playbooks(shipped_allowed)
 
 
 @pytest.fixture(scope="session")
 def payload() -> Callable[[str], Any]:
     """Decoded JSON of a file in tests/data."""
-
-    def read(name: str) -> Any:
-        return json.loads((DATA / name).read_text(encoding="utf-8"))
-
-    return read
+    return read_payload
 
 
 @pytest.fixture

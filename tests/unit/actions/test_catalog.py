@@ -1,4 +1,4 @@
-"""The registered actions: strict parameter validation, targets, and the one-line descriptions.
+"""The catalog of actions: strict parameter validation, targets, and the one-line descriptions.
 
 Values reach git and the Kubernetes API and may come from alert labels, so
 hostile values must be refused by the params model itself.
@@ -15,14 +15,10 @@ import bot.actions.catalog  # noqa: F401  (registers the actions)
 from bot.actions.registry import (
     REGISTRY,
     ActionParams,
-    ActionRegistry,
-    ActionSpec,
     Target,
     TargetKind,
     UnknownAction,
-    refusal_for,
 )
-from bot.settings import AllowedTargets
 
 ALL_ACTIONS = [
     "git.restore_path",
@@ -55,14 +51,6 @@ def test_registry_names() -> None:
     assert "k8s.delete_namespace" not in REGISTRY
     with pytest.raises(UnknownAction):
         REGISTRY.get("k8s.delete_namespace")
-
-
-def test_registering_twice_is_an_error() -> None:
-    registry = ActionRegistry()
-    spec = ActionSpec("x.y", "X", ActionParams)
-    registry.register(spec)
-    with pytest.raises(ValueError, match=r"action 'x\.y' registered twice"):
-        registry.register(spec)
 
 
 def test_only_scale_and_configmap_patch_are_reversible() -> None:
@@ -285,33 +273,3 @@ def test_params_are_frozen() -> None:
     scale = params("k8s.scale")
     with pytest.raises(ValidationError):
         scale.replicas = 5  # type: ignore[attr-defined]
-
-
-# --- the allow-list -----------------------------------------------------------
-
-
-def test_refusal_for(shipped_allowed: AllowedTargets) -> None:
-    assert refusal_for(Target(TargetKind.REPOSITORY, "nexus/ssot"), shipped_allowed) is None
-    assert refusal_for(Target(TargetKind.DEPLOYMENT, "ai/frenly-ai"), shipped_allowed) is None
-    assert refusal_for(Target(TargetKind.CONFIGMAP, "nexus/ssot-config"), shipped_allowed) is None
-    assert refusal_for(Target(TargetKind.REPOSITORY, "attacker/ssot"), shipped_allowed) == (
-        "repository attacker/ssot is not allow-listed (allowed_targets.repositories in the config)"
-    )
-    assert refusal_for(Target(TargetKind.DEPLOYMENT, "ai/evil"), shipped_allowed) == (
-        "deployment ai/evil is not allow-listed (allowed_targets.deployments in the config)"
-    )
-    assert refusal_for(Target(TargetKind.CONFIGMAP, "nexus/other"), shipped_allowed) == (
-        "configmap nexus/other is not allow-listed (allowed_targets.configmaps in the config)"
-    )
-
-
-def test_allow_list_kinds_do_not_mix() -> None:
-    allowed = AllowedTargets(deployments=["nexus/ssot-config"])
-    assert refusal_for(Target(TargetKind.CONFIGMAP, "nexus/ssot-config"), allowed) is not None
-    assert refusal_for(Target(TargetKind.DEPLOYMENT, "nexus/ssot-config"), allowed) is None
-
-
-def test_shipped_allow_list(shipped_allowed: AllowedTargets) -> None:
-    assert shipped_allowed.repositories == ["nexus/ssot"]
-    assert shipped_allowed.deployments == ["ai/frenly-ai"]
-    assert shipped_allowed.configmaps == ["nexus/ssot-config"]

@@ -27,9 +27,26 @@ from bot.slack.blocks import (
     root_text,
     to_json,
 )
+from tests.support.shipped import read_payload, shipped_allowed_targets, shipped_playbooks
 
 Payload = Callable[[str], Any]
 HOSTILE = "<!channel> ping <@U123> & <!here|here> <https://evil.example|click>"
+
+
+# The shipped configuration, as tests/unit/domain/conftest.py offers it.
+@pytest.fixture(scope="module")
+def shipped_allowed() -> AllowedTargets:
+    return shipped_allowed_targets()
+
+
+@pytest.fixture(scope="module")
+def shipped(shipped_allowed: AllowedTargets) -> LoadedPlaybooks:
+    return shipped_playbooks(shipped_allowed)
+
+
+@pytest.fixture(scope="module")
+def payload() -> Payload:
+    return read_payload
 
 
 def view(**changes: Any) -> IncidentView:
