@@ -7,6 +7,8 @@
     nexus-bot db upgrade                 apply database migrations and exit
     nexus-bot inbox status               accepted webhooks waiting or failed
     nexus-bot inbox retry ID… | --all    put failed inbox rows back in line
+    nexus-bot incidents [--open] [--json] [--limit N]
+                                         incidents, newest first (default 50)
 
 Exit codes: 0 fine, 1 the input or the data is wrong (validation errors, a
 malformed payload, a broken audit chain), 2 the configuration or the command
@@ -23,6 +25,7 @@ from pathlib import Path
 from bot.settings import Settings, SettingsError, load_settings, resolve_paths
 
 EXIT_OK, EXIT_INVALID, EXIT_CONFIG = 0, 1, 2
+INCIDENTS_DEFAULT_LIMIT, INCIDENTS_MAX_LIMIT = 50, 10_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     retry = inbox_commands.add_parser("retry", help="requeue failed rows")
     retry.add_argument("ids", nargs="*", type=inbox_row_id, help="failed row ids")
     retry.add_argument("--all", action="store_true", dest="all_failed", help="every failed row")
+    incidents = commands.add_parser("incidents", help="list incidents, newest first")
+    incidents.add_argument("--open", action="store_true", dest="open_only", help="unresolved only")
+    incidents.add_argument("--json", action="store_true", help="print a JSON array of incidents")
+    incidents.add_argument(
+        "--limit",
+        type=incident_limit,
+        metavar="N",
+        default=INCIDENTS_DEFAULT_LIMIT,
+        help=f"at most N, 1 to {INCIDENTS_MAX_LIMIT} (default {INCIDENTS_DEFAULT_LIMIT})",
+    )
     return parser
 
 
@@ -60,6 +73,16 @@ def inbox_row_id(text: str) -> int:
     value = int(text.lstrip("#"))
     if value <= 0:
         raise ValueError(text)
+    return value
+
+
+def incident_limit(text: str) -> int:
+    """`--limit`: a whole number from 1 to INCIDENTS_MAX_LIMIT (else argparse exits 2)."""
+    value = int(text) if text.isascii() and text.isdecimal() and len(text) <= 6 else 0
+    if not 1 <= value <= INCIDENTS_MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {INCIDENTS_MAX_LIMIT}, got {text[:20]!r}"
+        )
     return value
 
 
@@ -88,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.inbox_command == "status":
             return run_inbox_status(settings)
         return run_inbox_retry(settings, args.ids, args.all_failed)
+    if args.command == "incidents":
+        from bot.commands.incidents import run_incidents
+
+        return run_incidents(settings, args.open_only, args.json, args.limit)
     from bot.server import run_server
 
     # Once, against the directory the bot was started from: git and other
