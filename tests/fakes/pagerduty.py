@@ -24,7 +24,8 @@ What it models:
 * Events ``POST /v2/enqueue``: routing key checked (400 "invalid event"),
   trigger/acknowledge/resolve per dedup key (`alerts`, `events`), 202;
 * faults on demand: `fail_next` (any status, HTML or custom body),
-  `rate_limit_next` (429 with PagerDuty's error body).
+  `rate_limit_next` (429 with PagerDuty's error body); both take extra
+  response ``headers`` (e.g. ``Retry-After``, or PagerDuty's ``ratelimit-reset``).
 
 Status codes and body shapes follow PagerDuty's documentation; the numeric
 error codes and wording are close to, not guaranteed identical with, the
@@ -215,6 +216,7 @@ class _Fault:
     status: int
     body: str | None
     api: str | None  # rest | events | None (both)
+    headers: dict[str, str] = field(default_factory=dict)  # added to the answer
 
 
 class FakePagerDuty(BackgroundServer):
@@ -328,19 +330,31 @@ class FakePagerDuty(BackgroundServer):
     # -- faults ----------------------------------------------------------------
 
     def fail_next(
-        self, n: int = 1, status: int = 500, *, body: str | None = None, api: str | None = None
+        self,
+        n: int = 1,
+        status: int = 500,
+        *,
+        body: str | None = None,
+        api: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Answer the next `n` requests (of `api`: "rest" or "events") with `status`.
 
         The default body is an HTML error page, as a load balancer would send.
         """
         with self._lock:
-            self._faults.append(_Fault("fail", n, status, body, api))
+            self._faults.append(_Fault("fail", n, status, body, api, dict(headers or {})))
 
-    def rate_limit_next(self, n: int = 1, *, api: str | None = None) -> None:
-        """Answer the next `n` requests with 429, as PagerDuty's rate limiter does."""
+    def rate_limit_next(
+        self, n: int = 1, *, api: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer the next `n` requests with 429, as PagerDuty's rate limiter does.
+
+        PagerDuty's REST API says how long to wait in ``ratelimit-reset`` (seconds);
+        pass it, or ``Retry-After``, in `headers`.
+        """
         with self._lock:
-            self._faults.append(_Fault("ratelimit", n, 429, None, api))
+            self._faults.append(_Fault("ratelimit", n, 429, None, api, dict(headers or {})))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -561,10 +575,14 @@ def _fault_response(fault: _Fault, api: str) -> web.Response:
                 "message": "Requests for this service are arriving too quickly. "
                 "Please retry later.",
             }
-            return web.json_response(body, status=429)
-        return _rest_error(429, 2020, "Rate Limit Exceeded")
-    if fault.body is not None:
+            response = web.json_response(body, status=429)
+        else:
+            response = _rest_error(429, 2020, "Rate Limit Exceeded")
+    elif fault.body is not None:
         content_type = "application/json" if fault.body.startswith("{") else "text/plain"
-        return web.Response(status=fault.status, text=fault.body, content_type=content_type)
-    page = f"<html><body><h1>{fault.status} Server Error</h1></body></html>"
-    return web.Response(status=fault.status, text=page, content_type="text/html")
+        response = web.Response(status=fault.status, text=fault.body, content_type=content_type)
+    else:
+        page = f"<html><body><h1>{fault.status} Server Error</h1></body></html>"
+        response = web.Response(status=fault.status, text=page, content_type="text/html")
+    response.headers.update(fault.headers)
+    return response
