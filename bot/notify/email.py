@@ -1,6 +1,7 @@
-"""Email: one plain-text message per call over SMTP, for the escalation ladder.
+"""Email over SMTP: `send` one plain-text message (the escalation ladder), or
+`send_message` a message built elsewhere (the email output, `bot.notify.email_output`).
 
-`EmailSender` is synchronous (smtplib); the caller runs `send` in a thread.
+`EmailSender` is synchronous (smtplib); the caller runs it in a thread.
 SMTP_URL picks the transport:
 
 * ``smtps://user:pass@host:465`` - TLS from the first byte (implicit TLS);
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import smtplib
 import ssl
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
@@ -40,13 +42,23 @@ class NotifyError(Exception):
     ``status`` is the HTTP status (PagerDuty) or SMTP reply code when the
     server answered, else None. ``retryable`` says whether trying again later
     may succeed (rate limits, 5xx, SMTP 4xx, network); the message never holds
-    a credential.
+    a credential. ``refused`` (email only) maps each address the server
+    turned down to its reply (``"550 5.1.1 No such user"``) when nobody got
+    the message: every recipient refused, or MAIL FROM / DATA refused.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        refused: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.refused: dict[str, str] = dict(refused or {})
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -63,7 +75,8 @@ def trim(text: str, limit: int = _MAX_DETAIL) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _check_address(address: str) -> str:
+def check_address(address: str) -> str:
+    """`address` if it is one bare addr-spec (``lead@example.com``), else ValueError."""
     # parseaddr is lenient; insist on one bare addr-spec so nothing can smuggle
     # a second recipient or a header break into To: or the envelope.
     _, parsed = parseaddr(address)
@@ -101,7 +114,7 @@ class EmailSender:
         mode = starttls or query.get("starttls", "auto")
         if mode not in _STARTTLS_MODES:
             raise ValueError(f"SMTP URL: starttls must be one of {_STARTTLS_MODES}, got {mode!r}")
-        self.sender = _check_address(sender)
+        self.sender = check_address(sender)
         self.implicit_tls = parts.scheme == "smtps"
         self.host = parts.hostname
         self.port = parts.port or _DEFAULT_PORTS[parts.scheme]
@@ -125,7 +138,7 @@ class EmailSender:
         self, to: list[str], subject: str, body: str, *, message_id_key: str | None = None
     ) -> EmailMessage:
         """The message `send` would deliver (headers safe, Message-ID set)."""
-        recipients = [_check_address(a) for a in to]
+        recipients = [check_address(a) for a in to]
         if not recipients:
             raise ValueError("no recipients")
         domain = self.sender.rpartition("@")[2]
@@ -158,26 +171,54 @@ class EmailSender:
         """
         try:
             msg = self.build(to, subject, body, message_id_key=message_id_key)
-            recipients = [_check_address(a) for a in to]
+        except ValueError as exc:
+            raise NotifyError(f"email not sent: {exc}") from None
+        refused = self.send_message(msg, to)
+        if refused:
+            # Some recipients have the message: retrying would duplicate it for them.
+            raise self._error(f"some recipients refused: {_refusals(refused)}")
+        return str(msg["Message-ID"])
+
+    def send_message(self, msg: EmailMessage, to: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """Deliver `msg` to the envelope recipients `to` (never taken from its headers).
+
+        Returns the recipients refused while others accepted it (smtplib's
+        ``{address: (code, reply)}``, empty when all got it): they must not be
+        retried with the others, who would get it twice. Raises `NotifyError`
+        when nobody got it; its ``refused`` names each address and the reply
+        when the refusal was about the message or its recipients.
+        """
+        try:
+            recipients = [check_address(a) for a in to]
+            if not recipients:
+                raise ValueError("no recipients")
         except ValueError as exc:
             raise NotifyError(f"email not sent: {exc}") from None
         try:
             with self._connect() as smtp:
                 self._secure_and_login(smtp)
-                # Explicit envelope: never derive recipients from the headers.
-                refused = smtp.send_message(msg, from_addr=self.sender, to_addrs=recipients)
+                return smtp.send_message(msg, from_addr=self.sender, to_addrs=recipients)
         except NotifyError:
             raise
         except smtplib.SMTPRecipientsRefused as exc:
             # Nobody got it; worth retrying only if every refusal was temporary (4xx).
             temporary = all(400 <= code < 500 for code, _ in exc.recipients.values())
             detail = f"all recipients refused: {_refusals(exc.recipients)}"
-            raise self._error(detail, retryable=temporary) from None
-        except smtplib.SMTPResponseException as exc:
-            raw = exc.smtp_error
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            refusals = self.refusal_replies(exc.recipients)
+            raise self._error(detail, retryable=temporary, refused=refusals) from None
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+            # MAIL FROM or the message itself turned down: the same for every recipient.
+            reply = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+            temporary = 400 <= exc.smtp_code < 500
             raise self._error(
-                f"server answered {exc.smtp_code} {text}",
+                f"server answered {reply}",
+                status=exc.smtp_code,
+                retryable=temporary,
+                refused=None if temporary else self._same_reply(recipients, reply),
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise self._error(
+                f"server answered {exc.smtp_code} {_text(exc.smtp_error)}",
                 status=exc.smtp_code,
                 retryable=400 <= exc.smtp_code < 500,
             ) from None
@@ -188,10 +229,21 @@ class EmailSender:
         except (smtplib.SMTPException, OSError) as exc:
             # Connection refused, DNS, timeouts, dropped connections: may pass.
             raise self._error(f"{type(exc).__name__}: {exc}", retryable=True) from None
-        if refused:
-            # Some recipients have the message: retrying would duplicate it for them.
-            raise self._error(f"some recipients refused: {_refusals(refused)}")
-        return str(msg["Message-ID"])
+
+    def refusal_replies(self, refused: Mapping[str, tuple[int, bytes]]) -> dict[str, str]:
+        """``{address: "550 5.1.1 No such user"}``, one short line each, secrets redacted."""
+        return {
+            address: self._clean(f"{code} {_text(reply)}")
+            for address, (code, reply) in refused.items()
+        }
+
+    def _same_reply(self, recipients: list[str], reply: str) -> dict[str, str]:
+        clean = self._clean(reply)
+        return dict.fromkeys(recipients, clean)
+
+    def _clean(self, text: str) -> str:
+        # Redact before trimming: a cut could leave half the password behind.
+        return trim(redact(text, [self._password]))
 
     def _connect(self) -> smtplib.SMTP:
         if self.implicit_tls:
@@ -226,15 +278,21 @@ class EmailSender:
         smtp.login(self._user, self._password)
 
     def _error(
-        self, detail: str, *, status: int | None = None, retryable: bool = False
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        refused: Mapping[str, str] | None = None,
     ) -> NotifyError:
         # Redact before trimming: a cut could leave half the password behind.
         message = trim(redact(f"SMTP {self.where}: {detail}", [self._password]), 300)
-        return NotifyError(message, status=status, retryable=retryable)
+        return NotifyError(message, status=status, retryable=retryable, refused=refused)
 
 
-def _refusals(recipients: dict[str, tuple[int, bytes]]) -> str:
-    return "; ".join(
-        f"{addr}: {code} {text.decode('utf-8', 'replace')}"
-        for addr, (code, text) in recipients.items()
-    )
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _refusals(recipients: Mapping[str, tuple[int, bytes]]) -> str:
+    return "; ".join(f"{addr}: {code} {_text(text)}" for addr, (code, text) in recipients.items())

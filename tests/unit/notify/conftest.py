@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -12,6 +14,7 @@ from fakes.pagerduty import FakePagerDuty, local_ca
 from notify_support import FAST, BoundController, Recorder, SmtpServer, StartSmtp, authenticate
 
 from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest
+from bot.settings import Settings
 
 C = TypeVar("C", bound=AbstractContextManager[Any])
 
@@ -82,3 +85,13 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting from the environment, no config/nexus.yaml in the working directory:
+    ``Settings(...)`` then holds exactly what the test gives it."""
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

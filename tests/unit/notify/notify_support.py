@@ -6,6 +6,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -14,6 +15,8 @@ from typing import Any, TypedDict
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from fakes.pagerduty import LocalCA
+
+from bot.notify.email_render import IncidentView
 
 SMTP_USER = "nexus"
 SMTP_PASSWORD = "Sm7p-pa55word-do-not-leak"
@@ -48,6 +51,7 @@ class Recorder:
 
     messages: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)  # address -> SMTP reply to RCPT
+    refuse_data: str | None = None  # SMTP reply to DATA instead of accepting the message
 
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -58,6 +62,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        if self.refuse_data is not None:
+            return self.refuse_data
         transport = server.transport
         tls = transport is not None and transport.get_extra_info("ssl_object") is not None
         login = session.auth_data.login.decode() if session.authenticated else None
@@ -111,3 +117,19 @@ class SmtpServer:
 
 
 StartSmtp = Callable[..., SmtpServer]
+
+
+# An incident as the email renderer sees it (tests of email_render and email_output).
+INCIDENT_STARTED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+INCIDENT_VIEW = IncidentView(
+    number=12,
+    title="Checkout API down",
+    severity="critical",
+    status="acknowledged",
+    public_status="investigating",
+    level=2,
+    level_role="Engineering manager",
+    playbook_id="ssot-sync-failure",
+    pagerduty_url="https://nexus.pagerduty.com/incidents/PABC123",
+    slack_url="https://slack.com/archives/C0INCIDENTS/p1714979289000100",
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from email.message import EmailMessage
 
 import pytest
 from notify_support import SMTP_PASSWORD, StartSmtp
@@ -223,3 +224,70 @@ def test_refused_recipients(smtp_server: StartSmtp) -> None:
     assert not c.value.retryable
     [got] = server.messages
     assert got.rcpt_tos == ["lead@example.com"]
+
+
+def _prepared(to: list[str]) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = SENDER
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = "prepared elsewhere"
+    msg["Message-ID"] = "<nexus-incident-1.event-1@example.com>"
+    msg.set_content("text")
+    msg.add_alternative("<p>html</p>", subtype="html")
+    return msg
+
+
+def test_send_message_returns_the_recipients_refused_while_others_got_it(
+    smtp_server: StartSmtp,
+) -> None:
+    server = smtp_server("plain")
+    server.recorder.refuse = {"gone@example.com": "550 5.1.1 No such user"}
+    sender = EmailSender(server.url(), SENDER)
+    to = ["lead@example.com", "gone@example.com"]
+
+    refused = sender.send_message(_prepared(to), to)
+
+    assert refused == {"gone@example.com": (550, b"5.1.1 No such user")}
+    assert sender.refusal_replies(refused) == {"gone@example.com": "550 5.1.1 No such user"}
+    [got] = server.messages
+    assert got.rcpt_tos == ["lead@example.com"]
+    assert got.message["Message-ID"] == "<nexus-incident-1.event-1@example.com>"
+    assert got.message.get_content_type() == "multipart/alternative"
+
+
+def test_send_message_envelope_comes_from_the_caller_not_the_headers(
+    smtp_server: StartSmtp,
+) -> None:
+    server = smtp_server("plain")
+    msg = _prepared(["lead@example.com"])
+    msg["Cc"] = "someone-else@example.com"
+
+    assert EmailSender(server.url(), SENDER).send_message(msg, ["lead@example.com"]) == {}
+
+    [got] = server.messages
+    assert got.rcpt_tos == ["lead@example.com"]
+    with pytest.raises(NotifyError, match="no recipients"):
+        EmailSender(server.url(), SENDER).send_message(msg, [])
+
+
+@pytest.mark.parametrize(
+    ("reply", "retryable", "refused"),
+    [
+        ("554 5.7.1 Rejected as spam", False, {"a@example.com": "554 5.7.1 Rejected as spam"}),
+        ("451 4.3.0 Try again later", True, {}),
+    ],
+)
+def test_a_refused_message_names_every_recipient_when_permanent(
+    smtp_server: StartSmtp, reply: str, retryable: bool, refused: dict[str, str]
+) -> None:
+    server = smtp_server("plain")
+    server.recorder.refuse_data = reply
+
+    with pytest.raises(NotifyError) as caught:
+        EmailSender(server.url(), SENDER).send_message(
+            _prepared(["a@example.com"]), ["a@example.com"]
+        )
+
+    assert caught.value.status == int(reply[:3])
+    assert caught.value.retryable is retryable
+    assert caught.value.refused == refused
