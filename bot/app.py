@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
@@ -20,32 +19,19 @@ from starlette.routing import Route
 
 from bot import metrics
 from bot.actions.base import Executor
+from bot.core import Core, build_core
 from bot.domain.playbooks import LoadedPlaybooks
-from bot.incidents.escalation import EscalationService, Mailer, PagerDutyLevels
-from bot.incidents.routing import Background, NoticeRouter, PagerDutyEventsClient
-from bot.incidents.service import IncidentService
 from bot.ingest.inbox import Inbox, InboxWorker, Ingress
 from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook, inbox_appliers
 from bot.middleware import MeasureRequests
-from bot.notify.email import EmailSender
-from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest, pagerduty_from_settings
-from bot.remediation.flow import RemediationFlow
 from bot.scheduler import build_scheduler
 from bot.settings import Settings
 from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
 from bot.slack.outbox import OutboxWorker
 from bot.store.db import database_ready
-from bot.store.repository import Repository
+from bot.timeline.delivery import DeliveryWorker
 
 log = structlog.get_logger("bot.app")
-
-
-@dataclass
-class Components:
-    repo: Repository
-    service: IncidentService
-    flow: RemediationFlow
-    outbox: OutboxWorker | None
 
 
 def create_app(
@@ -53,11 +39,9 @@ def create_app(
     engine: sa.Engine,
     playbooks: LoadedPlaybooks,
     executors: dict[str, Executor] | None = None,
-    pagerduty: PagerDutyLevels | None = None,
-    mailer: Mailer | None = None,
-    events: PagerDutyEventsClient | None = None,
 ) -> Starlette:
-    repo = Repository(engine)
+    core = build_core(settings, engine, playbooks, executors)
+    repo, service, flow = core.repo, core.incidents, core.flow
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url) if token else None
     lease = settings.outbox_lease_seconds
@@ -66,19 +50,16 @@ def create_app(
         if client
         else None
     )
-    wake = _ThreadSafeWake(outbox.wake if outbox else None)
-    service = IncidentService(settings, repo, playbooks, wake_outbox=wake)
-    flow = RemediationFlow(service, executors if executors is not None else {})
-    background = Background()
-    ladder = EscalationService(
-        service, pagerduty=pagerduty, mailer=mailer, background=background.submit
+    deliveries = (
+        DeliveryWorker(
+            engine, core.senders, on_report=core.report_delivery_problem, lease_seconds=lease
+        )
+        if core.senders
+        else None
     )
-    service.ladder = ladder
-    service.notices = NoticeRouter(repo, events, background)
     inbox = Inbox(engine)
     ingress = Ingress()
     inbox_worker = InboxWorker(inbox, inbox_appliers(service), ingress=ingress)
-    components = Components(repo, service, flow, outbox)
 
     slack_app = build_slack_app(settings, client, service, flow) if client else None
     if slack_app is not None and settings.slack_signing_secret is not None:
@@ -110,15 +91,17 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        wake.bind(loop)
         log.info("event loop", loop=f"{type(loop).__module__}.{type(loop).__name__}")
         tasks = [asyncio.create_task(inbox_worker.run(), name="inbox")]
         if outbox is not None:
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))
+        if deliveries is not None:
+            tasks.append(asyncio.create_task(deliveries.run(), name="deliveries"))
         scheduler = build_scheduler(
             {
-                "escalation-sweep": (ladder.sweep, 1.0),
+                "escalation-sweep": (core.ladder.sweep, 1.0),
                 "remediation-request-expiry": (flow.expire_due, 5.0),
+                "update-reminders": (service.remind_updates, 1.0),
             }
         )
         scheduler.start()
@@ -132,7 +115,7 @@ def create_app(
             # In the background: a Slack outage or a revoked app token must not keep
             # /healthz and the PagerDuty/Alertmanager webhooks from starting.
             tasks.append(asyncio.create_task(_connect(socket_mode), name="socket-mode"))
-        app.state.components = components
+        app.state.core = core
         try:
             yield
         finally:
@@ -140,9 +123,10 @@ def create_app(
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
             scheduler.shutdown(wait=False)
             await inbox_worker.stop()
-            await asyncio.to_thread(background.shutdown)
             if outbox is not None:
                 await outbox.stop()
+            if deliveries is not None:
+                await deliveries.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -184,29 +168,4 @@ async def _connect(socket_mode: AsyncSocketModeHandler) -> None:
         log.error("slack socket mode could not connect", error=str(exc)[:300])
 
 
-def build_notifiers(
-    settings: Settings,
-) -> tuple[PagerDutyRest | None, EmailSender | None, PagerDutyEvents | None]:
-    """PagerDuty REST (levels, notes), email, and PagerDuty Events, when configured."""
-    rest, events = pagerduty_from_settings(settings)
-    mailer = (
-        EmailSender(settings.smtp_url.get_secret_value(), settings.smtp_from)
-        if settings.smtp_url is not None
-        else None
-    )
-    return rest, mailer, events
-
-
-class _ThreadSafeWake:
-    """Service code runs in worker threads; the outbox's wake-up lives on the event loop."""
-
-    def __init__(self, wake: Callable[[], None] | None) -> None:
-        self.wake = wake
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-
-    def __call__(self) -> None:
-        if self.wake is not None and self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.wake)
+__all__ = ["Core", "create_app"]

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot.communication import PUBLIC_STATUSES
 from bot.settings import Settings, SettingsError, load_settings, resolve_paths
 
 EXIT_OK, EXIT_INVALID, EXIT_CONFIG = 0, 1, 2
@@ -66,7 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=INCIDENTS_DEFAULT_LIMIT,
         help=f"at most N, 1 to {INCIDENTS_MAX_LIMIT} (default {INCIDENTS_DEFAULT_LIMIT})",
     )
+    update = commands.add_parser(
+        "update", help="post a public status update (thread, stakeholder email, status page)"
+    )
+    update.add_argument("incident", type=incident_number, metavar="ID", help="incident number")
+    update.add_argument("status", metavar="STATUS", help=", ".join(PUBLIC_STATUSES))
+    update.add_argument("text", nargs="+", metavar="TEXT", help="the update, as customers read it")
     return parser
+
+
+def incident_number(text: str) -> int:
+    """An incident number: `12` or `#12`, 1 to 9 digits."""
+    digits = text.removeprefix("#")
+    if not (digits.isascii() and digits.isdecimal() and 1 <= len(digits) <= 9 and int(digits)):
+        raise argparse.ArgumentTypeError(f"expected an incident number, got {text[:20]!r}")
+    return int(digits)
 
 
 def inbox_row_id(text: str) -> int:
@@ -115,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.commands.incidents import run_incidents
 
         return run_incidents(settings, args.open_only, args.json, args.limit)
+    if args.command == "update":
+        from bot.commands.update import run_update
+
+        return run_update(settings, args.incident, args.status, args.text)
     from bot.server import run_server
 
     # Once, against the directory the bot was started from: git and other

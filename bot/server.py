@@ -17,7 +17,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from bot.actions.executors import build_executors
-from bot.app import build_notifiers, create_app
+from bot.app import create_app
 from bot.domain.playbooks import load_playbooks
 from bot.http_limits import HttpLimits, LimitConcurrency, connection_cap, protocol_class
 from bot.logging import configure_logging
@@ -64,8 +64,7 @@ def run_server(settings: Settings) -> int:
     executors, unavailable = build_executors(settings)
     for line in unavailable:
         log.warning("remediation unavailable", reason=line)
-    pagerduty, mailer, events = build_notifiers(settings)
-    app = create_app(settings, engine, playbooks, executors, pagerduty, mailer, events)
+    app = create_app(settings, engine, playbooks, executors)
     limits = HttpLimits(
         request_timeout=settings.http_request_timeout.total_seconds(),
         keepalive_timeout=settings.http_keepalive_timeout.total_seconds(),

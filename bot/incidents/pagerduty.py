@@ -16,29 +16,29 @@ import structlog
 
 from bot.domain.alerts import Alert, PayloadError, parse_pagerduty
 from bot.incidents.service import IncidentService, Outcome
-from bot.slack.blocks import escape
 
 log = structlog.get_logger("bot.ingest.pagerduty")
 
+# PagerDuty event → our status change (the outputs say who did it, in PagerDuty).
 STATUS_EVENTS = {
-    "incident.acknowledged": ("acknowledged", ":eyes: Acknowledged in PagerDuty by {agent}."),
-    "incident.unacknowledged": (
-        "triggered",
-        ":rotating_light: Unacknowledged in PagerDuty: nobody owns it.",
-    ),
-    "incident.resolved": ("resolved", ":white_check_mark: Resolved in PagerDuty by {agent}."),
-    "incident.reopened": ("triggered", ":rotating_light: Reopened in PagerDuty by {agent}."),
+    "incident.acknowledged": "acknowledged",
+    "incident.unacknowledged": "triggered",
+    "incident.resolved": "resolved",
+    "incident.reopened": "triggered",
 }
-NOTE_EVENTS = {
-    "incident.escalated": ":arrow_up: Escalated in PagerDuty; now assigned to {assignees}.",
-    "incident.reassigned": ":busts_in_silhouette: Reassigned in PagerDuty to {assignees}.",
-    "incident.delegated": ":busts_in_silhouette: Delegated in PagerDuty to {assignees}.",
-    "incident.priority_updated": ":label: Priority set to {priority} by {agent}.",
-    "incident.annotated": ":memo: Note from {agent} in PagerDuty: {content}",
-    "incident.responder.added": ":raising_hand: Responder added in PagerDuty: {responder}.",
-    "incident.responder.replied": ":speech_balloon: Responder replied in PagerDuty: {responder}.",
-    "incident.status_update_published": ":mega: Status update published: {content}",
-}
+# Recorded as `pagerduty.note` timeline events with the facts `_facts` extracts.
+NOTE_EVENTS = frozenset(
+    {
+        "incident.escalated",
+        "incident.reassigned",
+        "incident.delegated",
+        "incident.priority_updated",
+        "incident.annotated",
+        "incident.responder.added",
+        "incident.responder.replied",
+        "incident.status_update_published",
+    }
+)
 HANDLED = {"incident.triggered", *STATUS_EVENTS, *NOTE_EVENTS}
 
 
@@ -76,12 +76,10 @@ def handle_pagerduty_event(
         if event_type == "incident.triggered":
             return Outcome(incidents=[number], message="already open")
     if event_type in STATUS_EVENTS:
-        status, template = STATUS_EVENTS[event_type]
-        return service.change_status(number, status, facts["agent"], template.format(**facts))
-    if event_type == "incident.escalated" and service.ladder is not None:
-        service.ladder.mirror_pagerduty(number)
-    service.note(number, NOTE_EVENTS[event_type].format(**facts), refresh_root=True)
-    return Outcome(incidents=[number], changed=True)
+        return service.change_status(
+            number, STATUS_EVENTS[event_type], "pagerduty", via="pagerduty", agent=facts["agent"]
+        )
+    return service.pagerduty_note(number, event_type, facts)
 
 
 def event_type_of(body: Any) -> str:
@@ -107,7 +105,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _facts(body: Mapping[str, Any]) -> dict[str, str]:
-    """Names for the thread reply, escaped: PagerDuty text is outside input too."""
+    """Names for the outputs (outside input: each output escapes them for its medium)."""
     event = _mapping(body["event"])
     data = _mapping(event.get("data"))
     incident = _mapping(data.get("incident")) or data
@@ -119,9 +117,9 @@ def _facts(body: Mapping[str, Any]) -> dict[str, str]:
     ]
     responder = _mapping(data.get("user")).get("summary") or data.get("summary") or "someone"
     return {
-        "agent": escape(str(_mapping(event.get("agent")).get("summary") or "PagerDuty"))[:200],
-        "assignees": escape(", ".join(names) or "nobody")[:500],
-        "priority": escape(str(_mapping(incident.get("priority")).get("summary") or "none"))[:100],
-        "content": escape(str(data.get("content") or data.get("message") or ""))[:1500],
-        "responder": escape(str(responder))[:200],
+        "agent": (str(_mapping(event.get("agent")).get("summary") or "PagerDuty"))[:200],
+        "assignees": (", ".join(names) or "nobody")[:500],
+        "priority": (str(_mapping(incident.get("priority")).get("summary") or "none"))[:100],
+        "content": (str(data.get("content") or data.get("message") or ""))[:1500],
+        "responder": (str(responder))[:200],
     }

@@ -1,34 +1,34 @@
-"""Incidents: from alerts and clicks to stored state and Slack messages.
+"""Incident use cases: alerts in, status changes, roles, public updates.
 
-Every state change and the Slack messages it causes commit in one
-transaction (the outbox is a table), so a crash loses neither. Handlers are
-synchronous; the async web layer calls them in a worker thread.
-
-One thread per incident: the first caller to claim the incident's Slack
-thread (a compare-and-set on the incident row) enqueues the root message and
-the playbook; everyone after it only edits the root and replies.
+Each use case is one transaction: the state change, its timeline events and
+every delivery the outputs enqueue for them (Slack thread, email, PagerDuty)
+commit together, so a crash loses none of them and a retry repeats none.
+Handlers are synchronous; the async web layer calls them in a worker thread.
+This package never renders text for an audience: it records what happened
+(`bot.timeline`) and the outputs say it.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session
 
-from bot.domain.alerts import Alert, AlertSource, AlertStatus
-from bot.domain.playbooks import LoadedPlaybooks, PlaybookMatch, plan_playbook
+from bot.communication import ASSIGNABLE_ROLES, PUBLIC_STATUSES
+from bot.domain.alerts import Alert, AlertSource
+from bot.domain.playbooks import LoadedPlaybooks, PlaybookMatch
 from bot.domain.routing import classify
 from bot.domain.triage import IncidentPlan, plan_incidents, plan_with_playbook
-from bot.incidents.views import incident_view, root_message
+from bot.incidents.escalation import EscalationService
 from bot.settings import Settings
-from bot.slack.blocks import escape, playbook_blocks, to_json
-from bot.slack.outbox import enqueue_root_post, enqueue_root_update, enqueue_thread_reply
+from bot.store import communication
 from bot.store.models import Incident, utcnow
 from bot.store.repository import AlertRecord, Repository
+from bot.timeline.events import Kind
+from bot.timeline.recorder import Timeline
 
 log = structlog.get_logger("bot.incidents")
 
@@ -38,26 +38,6 @@ TRANSITIONS: dict[str, set[str]] = {
     "resolved": {"triggered", "acknowledged"},
     "triggered": {"acknowledged", "resolved"},
 }
-
-
-class Ladder(Protocol):
-    """The escalation ladder (bot.incidents.escalation), seen from incidents."""
-
-    def start(self, number: int) -> None: ...
-
-    def resume(self, number: int) -> None: ...
-
-    def escalate_now(self, number: int, actor: str, to_level: int | None = None) -> str: ...
-
-    def mirror_pagerduty(self, number: int) -> None: ...
-
-
-class Notices(Protocol):
-    """Routes beyond Slack (bot.incidents.routing), seen from incidents."""
-
-    def opened(self, incident: Incident) -> None: ...
-
-    def resolved(self, incident: Incident) -> None: ...
 
 
 @dataclass
@@ -75,30 +55,29 @@ class IncidentService:
         settings: Settings,
         repo: Repository,
         playbooks: LoadedPlaybooks,
-        wake_outbox: Callable[[], None] = lambda: None,
+        timeline: Timeline,
+        ladder: EscalationService,
     ) -> None:
         self.settings = settings
         self.repo = repo
         self.playbooks = playbooks
-        self.wake_outbox = wake_outbox
-        self.channel = settings.nexus_incident_channel
-        self.ladder: Ladder | None = None  # set by the composition root
-        self.notices: Notices | None = None  # set by the composition root
+        self.timeline = timeline
+        self.ladder = ladder
 
     # -- alerts ----------------------------------------------------------------
 
     def ingest_alerts(self, alerts: list[Alert], redelivered: bool = False) -> Outcome:
-        """Apply a batch: incidents, alerts, threads, root edits, the ladder.
+        """Apply a batch in one transaction: incidents, alerts, events, the ladder.
 
-        `redelivered`: this batch may have been applied before by a process that
-        died part-way (the inbox hands it out again). Its incidents then exist
-        already, so "created" is false for them; the pages and ladder a new
-        incident gets are started for any that never climbed a step.
+        `redelivered`: the inbox hands out again a batch whose process died; the
+        batch committed entirely or not at all, so it is simply applied again
+        (alerts are upserts; an incident that exists is not opened twice).
         """
         outcome = Outcome()
-        for plan in plan_incidents(alerts, self.playbooks.playbooks, self.settings):
-            self._apply_plan(plan, outcome, redelivered=redelivered)
-        self.wake_outbox()
+        plans = plan_incidents(alerts, self.playbooks.playbooks, self.settings)
+        with self.repo.session() as s:
+            for plan in plans:
+                self._apply_plan(s, plan, outcome)
         return outcome
 
     def declare(self, title: str, actor: str, playbook_id: str | None = None) -> Outcome:
@@ -121,20 +100,17 @@ class IncidentService:
             match = PlaybookMatch(playbook, f"declared with --playbook {playbook_id}")
             plan = plan_with_playbook([alert], match, self.settings)
         outcome = Outcome()
-        self._apply_plan(plan, outcome, actor=actor)
-        self.wake_outbox()
+        with self.repo.session() as s:
+            self._apply_plan(s, plan, outcome, actor=actor)
         return outcome
 
     def _apply_plan(
-        self,
-        plan: IncidentPlan,
-        outcome: Outcome,
-        actor: str | None = None,
-        redelivered: bool = False,
+        self, s: Session, plan: IncidentPlan, outcome: Outcome, actor: str | None = None
     ) -> None:
         lead = plan.alerts[0]
         from_pagerduty = lead.source is AlertSource.PAGERDUTY
-        incident, created = self.repo.open_incident(
+        incident, how = self.repo.open_or_reopen(
+            s,
             key=plan.key,
             source=lead.source.value,
             title=plan.title,
@@ -143,35 +119,55 @@ class IncidentService:
             labels={**lead.annotations, **lead.labels},
             pagerduty_incident_id=lead.pagerduty_incident_id,
             pagerduty_url=lead.url if from_pagerduty else None,
+            roles=self.settings.roles.defaults(),
         )
         outcome.incidents.append(incident.id)
-        self.repo.record_alerts(incident.id, [self._record(a) for a in plan.alerts])
-        all_resolved = False
-        with self.repo.session() as s:
-            if not self._open_thread(s, incident.id, plan, actor):
-                all_resolved = self._follow_up(s, incident.id, from_pagerduty, lead.source.value)
-        if all_resolved and self.notices is not None:
-            self.notices.resolved(incident)
-        if created or (redelivered and not self.repo.escalation_steps(incident.id)):
-            if self.notices is not None:
-                # Before the ladder's first step: once a step exists, a redelivery
-                # takes the incident as announced (PagerDuty dedups a repeat anyway).
-                self.notices.opened(incident)
-            if self.ladder is not None:
-                # After the thread exists, so level 1 is said in it. Idempotent:
-                # a level fires once per incident (a unique step row).
-                self.ladder.start(incident.id)
-
-    def _follow_up(self, s: Session, number: int, from_pagerduty: bool, actor: str) -> bool:
-        """More alerts for an incident that already has its thread; True if now all resolved."""
-        firing = self.repo.alert_counts(number).get("firing", 0)
-        resolved = False
-        if not from_pagerduty and firing == 0:
-            resolved = self._transition(
-                s, number, "resolved", actor, ":white_check_mark: All alerts resolved."
+        new = self.repo.record_alerts(
+            incident.id, [self._record(a) for a in plan.alerts], session=s
+        )
+        counts = self.repo.alert_counts(incident.id, s)
+        if how == "created":
+            self.timeline.record(
+                s,
+                incident.id,
+                Kind.OPENED,
+                actor or lead.source.value,
+                title=plan.title,
+                severity=plan.severity.value,
+                source=lead.source.value,
+                playbook_id=plan.playbook.id,
+                playbook_title=plan.playbook.title,
+                service=plan.service,
+                routes=[r.value for r in plan.routes],
+                match=plan.match.explanation,
+                severity_reason=plan.severity_reason,
+                declared_by=actor,
+                firing=counts.get("firing", 0),
             )
-        self._refresh_root(s, number)
-        return resolved
+            self.ladder.start(s, incident)
+            return
+        if how == "reopened":
+            self.timeline.record(
+                s,
+                incident.id,
+                Kind.REOPENED,
+                lead.source.value,
+                via="alerts",
+                firing=counts.get("firing", 0),
+            )
+            self.ladder.restart(s, incident)
+            return
+        self.timeline.record(
+            s,
+            incident.id,
+            Kind.ALERTS_ADDED,
+            lead.source.value,
+            new=new,
+            firing=counts.get("firing", 0),
+            resolved=counts.get("resolved", 0),
+        )
+        if not from_pagerduty and counts.get("firing", 0) == 0:
+            self._transition(s, incident.id, "resolved", lead.source.value, reason="alerts")
 
     def _record(self, alert: Alert) -> AlertRecord:
         return AlertRecord(
@@ -186,117 +182,152 @@ class IncidentService:
             ends_at=alert.ends_at,
         )
 
-    def _open_thread(self, s: Session, number: int, plan: IncidentPlan, actor: str | None) -> bool:
-        """Enqueue the root and the playbook, once per incident. False if already done."""
-        if self.channel is None or not self.repo.claim_slack_thread(s, number, self.channel):
-            return False
-        incident = s.get(Incident, number)
-        assert incident is not None
-        view = incident_view(
-            incident, self.playbooks, self.settings, self.repo.alert_summary(number)
-        )
-        text, blocks = root_message(view)
-        enqueue_root_post(s, number, self.channel, text, blocks)
-        steps = plan_playbook(plan.playbook, plan.alerts[0], self.settings.allowed_targets)
-        intro = (
-            f"Playbook `{plan.playbook.id}` ({escape(plan.match.explanation)}). "
-            f"Severity *{plan.severity.value}*: {escape(plan.severity_reason)}. "
-            f"Routes: {', '.join(r.value for r in plan.routes)}."
-        )
-        if actor:
-            intro = f"Declared by <@{actor}>. {intro}"
-        enqueue_thread_reply(s, number, self.channel, intro)
-        enqueue_thread_reply(
-            s,
-            number,
-            self.channel,
-            f"Playbook: {plan.playbook.title}",
-            to_json(playbook_blocks(plan.playbook, steps, number)),
-        )
-        return True
-
     # -- status changes --------------------------------------------------------
 
-    def acknowledge(self, number: int, actor: str, note: str | None = None) -> Outcome:
-        text = note or f":eyes: Acknowledged by {_who(actor)}."
-        return self.change_status(number, "acknowledged", actor, text)
+    def acknowledge(self, number: int, actor: str, via: str = "slack") -> Outcome:
+        return self.change_status(number, "acknowledged", actor, via=via)
 
-    def resolve(self, number: int, actor: str, note: str | None = None) -> Outcome:
-        text = note or f":white_check_mark: Resolved by {_who(actor)}."
-        return self.change_status(number, "resolved", actor, text)
+    def resolve(self, number: int, actor: str, via: str = "slack") -> Outcome:
+        return self.change_status(number, "resolved", actor, via=via)
 
-    def change_status(self, number: int, status: str, actor: str, reply: str) -> Outcome:
-        """Compare-and-set the status; on success edit the root and reply in the thread."""
-        incident = self.repo.get_incident(number)
-        if incident is None:
-            return Outcome(message=f"There is no incident #{number}.")
+    def change_status(
+        self, number: int, status: str, actor: str, via: str = "slack", **facts: Any
+    ) -> Outcome:
+        """Compare-and-set the status and record it, in one transaction."""
         with self.repo.session() as s:
-            changed = self._transition(s, number, status, actor, reply)
-            if changed:
-                self._refresh_root(s, number)
-        self.wake_outbox()
-        if changed and status == "triggered" and self.ladder is not None:
-            self.ladder.resume(number)
-        if changed and status == "resolved" and self.notices is not None:
-            self.notices.resolved(incident)
+            incident = s.get(Incident, number)
+            if incident is None:
+                return Outcome(message=f"There is no incident #{number}.")
+            changed = self._transition(s, number, status, actor, via=via, **facts)
+            current = s.get(Incident, number, populate_existing=True)
         if not changed:
-            current = self.repo.get_incident(number)
             state = current.status if current else "gone"
             return Outcome(incidents=[number], message=f"Incident #{number} is already {state}.")
         return Outcome(
             incidents=[number], changed=True, message=f"Incident #{number} is now {status}."
         )
 
+    def _transition(self, s: Session, number: int, status: str, actor: str, **facts: Any) -> bool:
+        before = s.get(Incident, number, populate_existing=True)
+        previous = before.status if before is not None else None
+        changed = self.repo.set_incident_status(
+            number, status, actor, expected=TRANSITIONS[status], session=s
+        )
+        if not changed:
+            return False
+        if status == "acknowledged":
+            self.timeline.record(s, number, Kind.ACKNOWLEDGED, actor, **facts)
+        elif status == "resolved":
+            facts.setdefault("reason", "manual")
+            self.timeline.record(s, number, Kind.RESOLVED, actor, **facts)
+        elif previous == "resolved":
+            self.timeline.record(s, number, Kind.REOPENED, actor, **facts)
+            incident = s.get(Incident, number, populate_existing=True)
+            assert incident is not None
+            self.ladder.restart(s, incident)
+        else:
+            self.timeline.record(s, number, Kind.UNACKNOWLEDGED, actor, **facts)
+            self.ladder.resume(s, number)
+        return True
+
     def escalate(self, number: int, actor: str, to_level: int | None = None) -> Outcome:
         """`/incident escalate`: one level up now, or to `to_level`."""
-        if self.ladder is None:
-            return Outcome(message="Escalation is not running in this process.")
         return Outcome(
             incidents=[number], message=self.ladder.escalate_now(number, actor, to_level)
         )
 
-    def post_escalation(self, s: Session, number: int, text: str) -> None:
-        """An escalation step's thread reply and root refresh, in the step's transaction."""
-        self._reply(s, number, text)
-        self._refresh_root(s, number)
-
-    def note(self, number: int, text: str, refresh_root: bool = False) -> None:
-        """A thread reply (and optionally a root refresh) without a status change."""
+    def pagerduty_note(self, number: int, event_type: str, facts: dict[str, Any]) -> Outcome:
+        """A PagerDuty event that changes no status (escalated, reassigned, annotated...)."""
         with self.repo.session() as s:
-            self._reply(s, number, text)
-            if refresh_root:
-                self._refresh_root(s, number)
-        self.wake_outbox()
+            if s.get(Incident, number) is None:
+                return Outcome(message=f"There is no incident #{number}.")
+            if event_type == "incident.escalated":
+                self.ladder.mirror_pagerduty(s, number)
+            self.timeline.record(
+                s, number, Kind.PAGERDUTY_NOTE, "pagerduty", event_type=event_type, **facts
+            )
+        return Outcome(incidents=[number], changed=True)
 
-    def _transition(self, s: Session, number: int, status: str, actor: str, reply: str) -> bool:
-        changed = self.repo.set_incident_status(
-            number, status, actor, expected=TRANSITIONS[status], session=s
+    # -- communication plan ------------------------------------------------------
+
+    def assign_role(self, number: int, role: str, holders: list[str], actor: str) -> Outcome:
+        if role not in ASSIGNABLE_ROLES:
+            return Outcome(message=f"Unknown role `{role}`: one of {', '.join(ASSIGNABLE_ROLES)}.")
+        with self.repo.session() as s:
+            if s.get(Incident, number) is None:
+                return Outcome(message=f"There is no incident #{number}.")
+            previous = communication.assign_role(s, number, role, holders, utcnow())
+            if previous is None:
+                return Outcome(incidents=[number], message="Nothing changed.")
+            self.timeline.record(
+                s, number, Kind.ROLE_ASSIGNED, actor, role=role, holders=holders, previous=previous
+            )
+        return Outcome(incidents=[number], changed=True, message=f"Role {role} reassigned.")
+
+    def post_update(
+        self, number: int, status: str, text: str, actor: str, via: str = "slack"
+    ) -> Outcome:
+        """A public status update (thread, stakeholder email, status page); `resolved` resolves."""
+        if status not in PUBLIC_STATUSES:
+            return Outcome(
+                message=f"Unknown status `{status}`: one of {', '.join(PUBLIC_STATUSES)}."
+            )
+        text = text.strip()
+        if not text:
+            return Outcome(message="An update needs a text.")
+        with self.repo.session() as s:
+            incident = s.get(Incident, number)
+            if incident is None:
+                return Outcome(message=f"There is no incident #{number}.")
+            now = utcnow()
+            communication.record_public_update(s, number, status, now)
+            self.timeline.record(
+                s, number, Kind.UPDATE_POSTED, actor, at=now, status=status, text=text, via=via
+            )
+            if status == "resolved":
+                self._transition(s, number, "resolved", actor, via=via, reason="update")
+        return Outcome(
+            incidents=[number],
+            changed=True,
+            message=f"Incident #{number}: update posted ({status}).",
         )
-        if changed:
-            self._reply(s, number, reply)
-        return changed
 
-    # -- Slack helpers ---------------------------------------------------------
+    def add_note(self, number: int, text: str, actor: str, via: str = "slack") -> Outcome:
+        """An internal note: on the timeline and in the thread, never public."""
+        text = text.strip()
+        if not text:
+            return Outcome(message="A note needs a text.")
+        with self.repo.session() as s:
+            if s.get(Incident, number) is None:
+                return Outcome(message=f"There is no incident #{number}.")
+            self.timeline.record(s, number, Kind.NOTE_ADDED, actor, text=text, via=via)
+        return Outcome(incidents=[number], changed=True, message="Note added.")
 
-    def _refresh_root(self, s: Session, number: int) -> None:
-        incident = s.get(Incident, number, populate_existing=True)
-        if incident is None or incident.slack_channel is None:
-            return
-        summary = self.repo.alert_summary(number)
-        text, blocks = root_message(incident_view(incident, self.playbooks, self.settings, summary))
-        enqueue_root_update(s, number, incident.slack_channel, text, blocks)
+    def remind_updates(self) -> int:
+        """Remind Communications of critical incidents without a recent public update."""
+        every = self.settings.updates.remind_after
+        now = utcnow()
+        reminded = 0
+        with self.repo.session() as s:
+            due = communication.due_update_reminders(s, now, every)
+        for incident in due:
+            with self.repo.session() as s:
+                if not communication.claim_update_reminder(
+                    s, incident.id, incident.update_reminded_at, now
+                ):
+                    continue  # another replica reminded it
+                since = incident.last_public_update_at or incident.created_at
+                self.timeline.record(
+                    s,
+                    incident.id,
+                    Kind.UPDATE_REMINDER,
+                    "scheduler",
+                    holders=list((incident.roles or {}).get("comms") or []),
+                    since=since.isoformat(),
+                    interval_seconds=every.total_seconds(),
+                )
+                reminded += 1
+        return reminded
 
-    def _reply(self, s: Session, number: int, text: str) -> None:
-        incident = s.get(Incident, number, populate_existing=True)
-        if incident is not None and incident.slack_channel is not None:
-            enqueue_thread_reply(s, number, incident.slack_channel, text)
 
-
-def _who(actor: str) -> str:
-    """Slack user IDs become mentions; anything else (PagerDuty names) is escaped text."""
-    if actor[:1] in ("U", "W") and actor.isalnum():
-        return f"<@{actor}>"
-    return escape(actor)
-
-
-__all__ = ["AlertStatus", "IncidentService", "Outcome"]
+__all__ = ["IncidentService", "Outcome"]

@@ -5,6 +5,12 @@ once": approval is a compare-and-set from `pending`, and execution starts
 with a compare-and-set from `approved` that also inserts the one execution
 row a request may have (UNIQUE). Two approvers at the same moment, a click
 delivered twice, or two bot replicas: one execution.
+
+Every step is a timeline event in the transaction of its state change
+(requested with its preview, refused, denied, expired, done, failed); the
+outputs render them (the Slack output posts the approval card and edits it
+when the request expires). Previews and executions talk to git, GitHub and
+Kubernetes, so they run between transactions, never inside one.
 """
 
 from __future__ import annotations
@@ -18,33 +24,57 @@ from pydantic import ValidationError
 
 from bot.actions.base import ActionError, ExecutionContext, Executor, TargetChanged
 from bot.actions.registry import REGISTRY, ActionParams, refusal_for
-from bot.domain.playbooks import plan_step
-from bot.incidents.service import IncidentService, _who
-from bot.remediation.cards import approval_card, decided_card, undo_blocks
+from bot.domain.playbooks import LoadedPlaybooks, plan_step
 from bot.remediation.policy import judge_approval
-from bot.slack.blocks import escape
-from bot.slack.outbox import enqueue_thread_reply
+from bot.settings import Settings
 from bot.store.models import RemediationRequest, utcnow
+from bot.store.repository import Repository
+from bot.timeline.events import Kind
+from bot.timeline.recorder import Timeline
 
 log = structlog.get_logger("bot.remediation")
 
 
+@dataclass(frozen=True)
+class Decided:
+    """How a decided request ended, for redrawing the card that was clicked."""
+
+    request_id: int
+    title: str
+    outcome: str  # "done", "failed", "aborted", "denied"
+    requested_by: str
+    decided_by: str
+    summary: str = ""
+    details: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    reason: str = ""
+    at: str = ""  # HH:MM:SS UTC of the approval
+
+
 @dataclass
 class FlowAnswer:
-    """What to tell the clicker, and how to redraw the card they clicked (if at all)."""
+    """What to tell the clicker (plain text), and how the clicked card ended (if it did)."""
 
     message: str
-    card: list[dict[str, Any]] | None = None
+    decided: Decided | None = None
     request_id: int | None = None
     needs_input: list[str] = field(default_factory=list)
     defaults: dict[str, str] = field(default_factory=dict)
 
 
 class RemediationFlow:
-    def __init__(self, service: IncidentService, executors: Mapping[str, Executor]) -> None:
-        self.service = service
-        self.repo = service.repo
-        self.settings = service.settings
+    def __init__(
+        self,
+        settings: Settings,
+        repo: Repository,
+        playbooks: LoadedPlaybooks,
+        timeline: Timeline,
+        executors: Mapping[str, Executor],
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.playbooks = playbooks
+        self.timeline = timeline
         self.executors = executors
 
     # -- 1. request ------------------------------------------------------------
@@ -63,7 +93,7 @@ class RemediationFlow:
             return FlowAnswer(f"There is no incident #{number}.")
         if incident.status == "resolved":
             return FlowAnswer(f"Incident #{number} is resolved; nothing to remediate.")
-        playbook = self.service.playbooks.get(playbook_id)
+        playbook = self.playbooks.get(playbook_id)
         step = playbook.step(step_id) if playbook else None
         if playbook is None or step is None or step.action is None:
             return FlowAnswer(f"`{playbook_id}` has no runnable step `{step_id}`.")
@@ -129,8 +159,8 @@ class RemediationFlow:
         )
         if not created:
             return FlowAnswer(
-                f"*{escape(title)}* is already requested (#{request.id}, {request.state}, "
-                f"by {_who(request.requested_by)}).",
+                f"{title} is already requested (#{request.id}, {request.state}, "
+                f"by {request.requested_by}).",
                 request_id=request.id,
             )
         return self._preview_and_post(request, validated, title)
@@ -143,59 +173,71 @@ class RemediationFlow:
             reason = (
                 f"the bot cannot run `{request.action}` here (its credentials are not configured)"
             )
-            self.repo.transition_remediation(
-                request.id, {"pending"}, "refused", "nexus-bot", reason
-            )
-            self.service.note(
-                request.incident_id, f":no_entry: Remediation #{request.id}: {reason}."
-            )
+            self._refused_request(request, title, reason, stage="executor")
             return FlowAnswer(f"Cannot run: {reason}.", request_id=request.id)
         try:
             preview = executor.preview(params)
         except ActionError as exc:
             reason = f"preview failed: {exc}"
-            self.repo.transition_remediation(
-                request.id, {"pending"}, "refused", "nexus-bot", reason
-            )
-            self.service.note(
-                request.incident_id, f":warning: Remediation #{request.id}: {escape(reason)}"
-            )
+            self._refused_request(request, title, reason, stage="preview")
             return FlowAnswer(f"Not requested: {reason}", request_id=request.id)
         stored = {
             "summary": preview.summary,
             "details": preview.details,
             "snapshot": preview.snapshot,
         }
-        self.repo.set_remediation_preview(request.id, stored)
-        card = approval_card(
-            request_id=request.id,
-            requested_by=request.requested_by,
-            title=title,
-            summary=preview.summary,
-            details=preview.details,
-            expires_at=request.expires_at,
-            approvers=self.settings.approvers_for(request.action),
-        )
         with self.repo.session() as s:
-            enqueue_thread_reply(
-                s,
-                request.incident_id,
-                None,
-                f"Remediation #{request.id} needs approval: {title}",
-                card,
-            )
-        self.service.wake_outbox()
+            if self.repo.set_remediation_preview(request.id, stored, session=s):
+                self.timeline.record(
+                    s,
+                    request.incident_id,
+                    Kind.REMEDIATION_REQUESTED,
+                    request.requested_by,
+                    request_id=request.id,
+                    title=title,
+                    action=request.action,
+                    summary=preview.summary,
+                    details=list(preview.details),
+                    expires_at=request.expires_at.isoformat(),
+                    approvers=self.settings.approvers_for(request.action),
+                    requested_by=request.requested_by,
+                )
         return FlowAnswer(
             f"Requested #{request.id}: {preview.summary}. Waiting for a second person to approve.",
             request_id=request.id,
         )
 
+    def _refused_request(
+        self, request: RemediationRequest, title: str, reason: str, stage: str
+    ) -> None:
+        with self.repo.session() as s:
+            if self.repo.transition_remediation(
+                request.id, {"pending"}, "refused", "nexus-bot", reason, session=s
+            ):
+                self.timeline.record(
+                    s,
+                    request.incident_id,
+                    Kind.REMEDIATION_REFUSED,
+                    "nexus-bot",
+                    request_id=request.id,
+                    title=title,
+                    reason=reason,
+                    stage=stage,
+                )
+
     def _refuse(self, number: int, actor: str, title: str, reason: str) -> FlowAnswer:
+        with self.repo.session() as s:
+            self.timeline.record(
+                s,
+                number,
+                Kind.REMEDIATION_REFUSED,
+                actor,
+                request_id=None,
+                title=title,
+                reason=reason,
+                stage="target",
+            )
         self.repo.audit(actor, "remediation.refused", number, {"step": title, "reason": reason})
-        self.service.note(
-            number,
-            f":no_entry: {_who(actor)} asked for *{escape(title)}*: refused, {escape(reason)}.",
-        )
         return FlowAnswer(f"Refused: {reason}")
 
     # -- 2. decide -------------------------------------------------------------
@@ -220,27 +262,41 @@ class RemediationFlow:
             elif request.state == "pending":  # expired: say so once, for everyone
                 self.expire(request)
             return FlowAnswer(verdict.message, request_id=request_id)
-        if not self.repo.transition_remediation(request_id, {"pending"}, "approved", approver):
+        with self.repo.session() as s:
+            moved = self.repo.transition_remediation(
+                request_id, {"pending"}, "approved", approver, session=s
+            )
+            if moved:
+                self.repo.record_approval(request_id, approver, "approve", session=s)
+        if not moved:
             current = self.repo.get_remediation_request(request_id)
             return FlowAnswer(f"This request is already {current.state if current else 'gone'}.")
-        self.repo.record_approval(request_id, approver, "approve")
         return self._execute(request, approver)
 
     def deny(self, request_id: int, user: str, reason: str) -> FlowAnswer:
         request = self.repo.get_remediation_request(request_id)
         if request is None:
             return FlowAnswer(f"There is no remediation #{request_id}.")
-        if not self.repo.transition_remediation(request_id, {"pending"}, "denied", user, reason):
-            return FlowAnswer(f"This request is already {request.state}.")
-        self.repo.record_approval(request_id, user, "deny", reason)
         title = self._title(request)
-        self.service.note(
-            request.incident_id,
-            f":x: Remediation #{request_id} ({escape(title)}) denied by {_who(user)}: "
-            f"{escape(reason)}",
-        )
-        card = decided_card(request_id, title, "denied", [f"Denied by <@{user}>: {escape(reason)}"])
-        return FlowAnswer("Denied.", card=card, request_id=request_id)
+        with self.repo.session() as s:
+            moved = self.repo.transition_remediation(
+                request_id, {"pending"}, "denied", user, reason, session=s
+            )
+            if moved:
+                self.repo.record_approval(request_id, user, "deny", reason, session=s)
+                self.timeline.record(
+                    s,
+                    request.incident_id,
+                    Kind.REMEDIATION_DENIED,
+                    user,
+                    request_id=request_id,
+                    title=title,
+                    reason=reason,
+                )
+        if not moved:
+            return FlowAnswer(f"This request is already {request.state}.")
+        decided = Decided(request_id, title, "denied", request.requested_by, user, reason=reason)
+        return FlowAnswer("Denied.", decided=decided, request_id=request_id)
 
     def expire_due(self) -> int:
         """Expire every pending request past its time; returns how many."""
@@ -248,15 +304,25 @@ class RemediationFlow:
         return sum(1 for request in due if self.expire(request))
 
     def expire(self, request: RemediationRequest) -> bool:
-        if not self.repo.transition_remediation(
-            request.id, {"pending"}, "expired", "nexus-bot", "nobody approved in time"
-        ):
-            return False
-        self.service.note(
-            request.incident_id,
-            f":hourglass: Remediation #{request.id} ({escape(self._title(request))}) expired: "
-            "nobody approved it in time. Request it again if it is still needed.",
-        )
+        with self.repo.session() as s:
+            if not self.repo.transition_remediation(
+                request.id,
+                {"pending"},
+                "expired",
+                "nexus-bot",
+                "nobody approved in time",
+                session=s,
+            ):
+                return False
+            self.timeline.record(
+                s,
+                request.incident_id,
+                Kind.REMEDIATION_EXPIRED,
+                "nexus-bot",
+                request_id=request.id,
+                title=self._title(request),
+                requested_by=request.requested_by,
+            )
         return True
 
     # -- 3. execute ------------------------------------------------------------
@@ -275,22 +341,29 @@ class RemediationFlow:
             approved_by=approver,
         )
         snapshot = (request.preview or {}).get("snapshot", {})
-        approved = (
-            f"Approved by <@{approver}> at {utcnow():%H:%M:%S} UTC "
-            f"(requested by <@{request.requested_by}>)."
-        )
+        approved_at = f"{utcnow():%H:%M:%S}"
         try:
             result = executor.execute(params, snapshot, context)
         except TargetChanged as exc:
             return self._finish(
-                request, title, "aborted", f"not run, the target changed: {exc}", approved
+                request,
+                title,
+                approver,
+                approved_at,
+                "aborted",
+                f"not run, the target changed: {exc}",
             )
         except ActionError as exc:
-            return self._finish(request, title, "failed", f"failed: {exc}", approved)
+            return self._finish(request, title, approver, approved_at, "failed", f"failed: {exc}")
         except Exception as exc:  # an executor bug must not leave the request "executing"
             log.exception("remediation crashed", request_id=request.id)
             return self._finish(
-                request, title, "failed", f"failed unexpectedly: {type(exc).__name__}", approved
+                request,
+                title,
+                approver,
+                approved_at,
+                "failed",
+                f"failed unexpectedly: {type(exc).__name__}",
             )
         detail: dict[str, Any] = {
             "summary": result.summary,
@@ -304,42 +377,77 @@ class RemediationFlow:
                 "action": result.undo.action,
                 "params": result.undo.params,
             }
-        self.repo.finish_execution(request.id, "succeeded", approver, detail)
-        lines = [
-            approved,
-            f":white_check_mark: {escape(result.summary)}",
-            *map(escape, result.details),
-        ]
-        lines += [f"<{link}>" for link in result.links]
-        text = "\n".join(lines)
-        self.service.note(
-            request.incident_id, f"Remediation #{request.id} ({escape(title)}) done.\n{text}"
+        with self.repo.session() as s:
+            self.repo.finish_execution(request.id, "succeeded", approver, detail, session=s)
+            self.timeline.record(
+                s,
+                request.incident_id,
+                Kind.REMEDIATION_DONE,
+                approver,
+                request_id=request.id,
+                title=title,
+                requested_by=request.requested_by,
+                approved_by=approver,
+                approved_at=approved_at,
+                summary=result.summary,
+                details=list(result.details),
+                links=list(result.links),
+                undo_title=result.undo.title if result.undo is not None else None,
+            )
+        decided = Decided(
+            request.id,
+            title,
+            "done",
+            request.requested_by,
+            approver,
+            summary=result.summary,
+            details=list(result.details),
+            links=list(result.links),
+            at=approved_at,
         )
-        if result.undo is not None:
-            with self.repo.session() as s:
-                enqueue_thread_reply(
-                    s,
-                    request.incident_id,
-                    None,
-                    result.undo.title,
-                    undo_blocks(request.id, result.undo.title),
-                )
-            self.service.wake_outbox()
-        card = decided_card(request.id, title, "done", lines)
-        return FlowAnswer(f"Done: {result.summary}", card=card, request_id=request.id)
+        return FlowAnswer(f"Done: {result.summary}", decided=decided, request_id=request.id)
 
     def _finish(
-        self, request: RemediationRequest, title: str, outcome: str, message: str, approved: str
+        self,
+        request: RemediationRequest,
+        title: str,
+        approver: str,
+        approved_at: str,
+        outcome: str,
+        message: str,
     ) -> FlowAnswer:
-        self.repo.finish_execution(request.id, outcome, "nexus-bot", {"error": message})
-        self.service.note(
-            request.incident_id,
-            f":warning: Remediation #{request.id} ({escape(title)}) {escape(message)}",
+        with self.repo.session() as s:
+            self.repo.finish_execution(
+                request.id, outcome, "nexus-bot", {"error": message}, session=s
+            )
+            self.timeline.record(
+                s,
+                request.incident_id,
+                Kind.REMEDIATION_FAILED,
+                "nexus-bot",
+                request_id=request.id,
+                title=title,
+                requested_by=request.requested_by,
+                approved_by=approver,
+                approved_at=approved_at,
+                outcome=outcome,
+                message=message,
+            )
+        decided = Decided(
+            request.id,
+            title,
+            outcome,
+            request.requested_by,
+            approver,
+            reason=message,
+            at=approved_at,
         )
-        card = decided_card(request.id, title, outcome, [approved, escape(message)])
-        return FlowAnswer(message[:1].upper() + message[1:], card=card, request_id=request.id)
+        return FlowAnswer(message[:1].upper() + message[1:], decided=decided, request_id=request.id)
 
     def _title(self, request: RemediationRequest) -> str:
-        playbook = self.service.playbooks.get(request.playbook_id)
+        playbook = self.playbooks.get(request.playbook_id)
         step = playbook.step(request.step_id) if playbook else None
         return step.title if step else REGISTRY.get(request.action).title
+
+
+__all__ = ["Decided", "FlowAnswer", "RemediationFlow"]

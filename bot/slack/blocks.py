@@ -54,6 +54,18 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def who(actor: str) -> str:
+    """Slack user IDs become mentions; anything else (PagerDuty names, "cli") is escaped text."""
+    if actor[:1] in ("U", "W") and actor.isalnum():
+        return f"<@{actor}>"
+    return escape(actor)
+
+
+def mention(entry: str) -> str:
+    """A configured Slack user (U…) or user group (S…) as a mention."""
+    return f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>"
+
+
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -85,6 +97,9 @@ class IncidentView:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     top_labels: tuple[tuple[str, str, int], ...] = ()
+    # (role title, holder IDs) in the order the communication plan lists them.
+    roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    public_status: str | None = None
 
 
 def root_blocks(view: IncidentView) -> list[Block]:
@@ -104,10 +119,20 @@ def root_blocks(view: IncidentView) -> list[Block]:
         fields.append(_field(f"*PagerDuty*\n<{_safe_url(view.pagerduty_url)}|open incident>"))
     if view.firing or view.resolved:
         fields.append(_field(f"*Alerts*\n{view.firing} firing, {view.resolved} resolved"))
+    if view.public_status:
+        fields.append(_field(f"*Public status*\n{view.public_status.capitalize()}"))
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=clip(header, HEADER_LIMIT), emoji=True)),
         SectionBlock(fields=fields[:10]),
     ]
+    if view.roles:
+        holders = [
+            f"*{title}*: " + (", ".join(mention(h) for h in ids) if ids else "_unassigned_")
+            for title, ids in view.roles
+        ]
+        blocks.append(
+            ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(holders), 2900))])
+        )
     if view.status != "resolved":
         value = json.dumps({"i": view.number}) if view.number is not None else "{}"
         buttons = [

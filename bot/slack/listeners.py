@@ -26,10 +26,14 @@ from bot.slack.blocks import (
 from bot.slack.commands import HELP, CommandError, IncidentCommand, parse_incident_command
 from bot.slack.payloads import incident_number
 from bot.slack.remediation import register_remediation_listeners
+from bot.slack.timeline_text import timeline_lines
 from bot.store.models import Incident
+from bot.timeline.recorder import read_timeline
 
 log = structlog.get_logger("bot.slack")
-MENTION = re.compile(r"<@[A-Z0-9]+>")
+# The bot's own mention that starts "@nexus ack": only that one goes; `@nexus role comms
+# @bob` keeps @bob for the parser.
+LEADING_MENTION = re.compile(r"^\s*<@[UWB][A-Z0-9]+(?:\|[^>]*)?>")
 
 
 def register_listeners(app: AsyncApp, service: IncidentService, flow: RemediationFlow) -> None:
@@ -60,7 +64,7 @@ def register_listeners(app: AsyncApp, service: IncidentService, flow: Remediatio
 
     @app.event("app_mention")
     async def mentioned(event: dict[str, Any], client: AsyncWebClient) -> None:
-        text = MENTION.sub("", event.get("text", "")).strip()
+        text = LEADING_MENTION.sub("", event.get("text", ""), count=1).strip()
         user, channel = event.get("user", ""), event.get("channel", "")
         try:
             parsed = parse_incident_command(text)
@@ -138,6 +142,15 @@ class CommandRunner:
             return self.service.resolve(number, user).message
         if command.verb == "escalate":
             return self.service.escalate(number, user, command.level).message
+        if command.verb == "role":
+            holders = [command.assignee] if command.assignee else []
+            return self.service.assign_role(number, command.role or "", holders, user).message
+        if command.verb == "update":
+            return self.service.post_update(
+                number, command.public_status or "", command.text or "", user
+            ).message
+        if command.verb == "note":
+            return self.service.add_note(number, command.text or "", user).message
         return self._timeline(incident)
 
     def _list(self) -> str:
@@ -167,11 +180,9 @@ class CommandRunner:
         )
 
     def _timeline(self, incident: Incident) -> str:
-        entries = self.service.repo.timeline(incident.id)
-        lines = [
-            f"• {entry.at:%H:%M:%S} {escape(entry.actor)} — {entry.action}"
-            for entry in entries[-40:]
-        ]
+        with self.service.repo.session() as s:
+            events = read_timeline(s, incident.id, limit=40)
+        lines = [f"• {line}" for line in timeline_lines(events)]
         return f"*Timeline of #{incident.id}*\n" + ("\n".join(lines) or "nothing yet")
 
     def _playbook(self, playbook_id: str) -> str:

@@ -20,10 +20,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.remediation.cards import ACTION_APPROVE, ACTION_DENY, ACTION_UNDO
 from bot.remediation.flow import FlowAnswer, RemediationFlow
 from bot.remediation.policy import expand_approvers
 from bot.slack.blocks import ACTION_REQUEST_REMEDIATION
+from bot.slack.cards import ACTION_APPROVE, ACTION_DENY, ACTION_UNDO, card_for
 from bot.slack.payloads import button_value
 
 log = structlog.get_logger("bot.slack.remediation")
@@ -220,8 +220,9 @@ async def _tell(respond: AsyncRespond, text: str) -> None:
 
 async def _show(send: Any, answer: FlowAnswer, webhook: bool = False) -> None:
     """Redraw the clicked card when there is a new one; else answer only the clicker."""
-    if answer.card is not None:
-        message = {"text": answer.message, "blocks": answer.card, "replace_original": True}
+    if answer.decided is not None:
+        card = card_for(answer.decided)
+        message = {"text": answer.message, "blocks": card, "replace_original": True}
     else:
         message = {"text": answer.message, "response_type": "ephemeral", "replace_original": False}
     if webhook:

@@ -131,6 +131,15 @@ class Repository:
         with self.session() as own:
             yield own
 
+    @contextmanager
+    def _reading(self, session: Session | None) -> Iterator[Session]:
+        """The caller's session (to see its own uncommitted writes), or a read-only one."""
+        if session is not None:
+            yield session
+            return
+        with self._read() as own:
+            yield own
+
     def _retry_on_conflict(self, attempt: Callable[[Session], T]) -> T:
         for remaining in reversed(range(_RACE_RETRIES)):
             try:
@@ -154,19 +163,53 @@ class Repository:
         pagerduty_incident_id: str | None = None,
         pagerduty_url: str | None = None,
         now: datetime | None = None,
+        roles: dict[str, list[str]] | None = None,
     ) -> tuple[Incident, bool]:
-        """Return (incident, created). One incident per key, even under races.
-
-        A resolved incident with the same key is reopened (created=False).
-        """
-        now = now or utcnow()
+        """Return (incident, created) in a transaction of its own; see `open_or_reopen`."""
 
         def attempt(s: Session) -> tuple[Incident, bool]:
-            existing = s.scalars(sa.select(Incident).where(Incident.key == key)).one_or_none()
-            if existing is not None:
-                if existing.status == "resolved":
-                    self._reopen(s, existing, source, now)
-                return existing, False
+            incident, outcome = self.open_or_reopen(
+                s,
+                key=key,
+                source=source,
+                title=title,
+                severity=severity,
+                playbook_id=playbook_id,
+                labels=labels,
+                pagerduty_incident_id=pagerduty_incident_id,
+                pagerduty_url=pagerduty_url,
+                now=now,
+                roles=roles,
+            )
+            return incident, outcome == "created"
+
+        return self._retry_on_conflict(attempt)
+
+    def open_or_reopen(
+        self,
+        s: Session,
+        *,
+        key: str,
+        source: str,
+        title: str,
+        severity: str,
+        playbook_id: str,
+        labels: dict[str, Any],
+        pagerduty_incident_id: str | None = None,
+        pagerduty_url: str | None = None,
+        now: datetime | None = None,
+        roles: dict[str, list[str]] | None = None,
+    ) -> tuple[Incident, str]:
+        """One incident per key, even under races, in the caller's transaction.
+
+        Returns the incident and "created", "reopened" (it was resolved: it
+        is triggered again at level 1) or "existing". The insert runs in a
+        savepoint, so a replica that loses the race for a new key reads the
+        winner's row instead of failing the caller's whole transaction.
+        """
+        now = now or utcnow()
+        existing = s.scalars(sa.select(Incident).where(Incident.key == key)).one_or_none()
+        if existing is None:
             incident = Incident(
                 key=key,
                 source=source,
@@ -180,16 +223,28 @@ class Repository:
                 created_at=now,
                 updated_at=now,
                 labels=dict(labels),
+                roles=roles,
             )
-            s.add(incident)
-            s.flush()
-            detail = {"key": key, "title": title, "severity": severity, "playbook_id": playbook_id}
-            append_audit(s, source, "incident.opened", incident.id, detail, at=now)
-            return incident, True
+            try:
+                with s.begin_nested():
+                    s.add(incident)
+                    s.flush()
+            except IntegrityError:
+                existing = s.scalars(sa.select(Incident).where(Incident.key == key)).one()
+            else:
+                detail = {
+                    "key": key,
+                    "title": title,
+                    "severity": severity,
+                    "playbook_id": playbook_id,
+                }
+                append_audit(s, source, "incident.opened", incident.id, detail, at=now)
+                return incident, "created"
+        if existing.status == "resolved" and self._reopen(s, existing, source, now):
+            return existing, "reopened"
+        return existing, "existing"
 
-        return self._retry_on_conflict(attempt)
-
-    def _reopen(self, s: Session, incident: Incident, actor: str, now: datetime) -> None:
+    def _reopen(self, s: Session, incident: Incident, actor: str, now: datetime) -> bool:
         reopened = s.execute(
             sa.update(Incident)
             .where(Incident.id == incident.id, Incident.status == "resolved")
@@ -203,9 +258,11 @@ class Repository:
             )
             .execution_options(synchronize_session=False)
         )
-        if _rowcount(reopened) == 1:  # else a concurrent caller reopened it
+        changed = _rowcount(reopened) == 1  # else a concurrent caller reopened it
+        if changed:
             append_audit(s, actor, "incident.reopened", incident.id, {"key": incident.key}, at=now)
         s.refresh(incident)
+        return changed
 
     def get_incident(self, number: int) -> Incident | None:
         with self._read() as s:
@@ -297,7 +354,11 @@ class Repository:
     # -- alerts and deliveries ---------------------------------------------
 
     def record_alerts(
-        self, incident_id: int, alerts: Sequence[AlertRecord], now: datetime | None = None
+        self,
+        incident_id: int,
+        alerts: Sequence[AlertRecord],
+        now: datetime | None = None,
+        session: Session | None = None,
     ) -> int:
         """Upsert a batch on (source, fingerprint) in one transaction; return how many were new.
 
@@ -328,7 +389,7 @@ class Repository:
         ]
         if not rows:
             return 0
-        with self.session() as s:
+        with self._joined(session) as s:
             # One statement with bound parameters, executed for all rows: SQLAlchemy
             # compiles it once (cached) and sends the rows in multi-VALUES pages,
             # instead of compiling a new 100-row VALUES statement per batch.
@@ -349,22 +410,24 @@ class Repository:
             },
         ).returning(table.c.occurrences)
 
-    def alert_counts(self, incident_id: int) -> dict[str, int]:
+    def alert_counts(self, incident_id: int, session: Session | None = None) -> dict[str, int]:
         counts = dict.fromkeys(ALERT_STATUSES, 0)
         query = (
             sa.select(Alert.status, sa.func.count())
             .where(Alert.incident_id == incident_id)
             .group_by(Alert.status)
         )
-        with self._read() as s:
+        with self._reading(session) as s:
             for status, count in s.execute(query):
                 counts[status] = count
         return counts
 
-    def alert_summary(self, incident_id: int, sample: int = 200) -> AlertSummary:
+    def alert_summary(
+        self, incident_id: int, sample: int = 200, session: Session | None = None
+    ) -> AlertSummary:
         """Counts, first and last seen, and the commonest labels of recent alerts."""
-        counts = self.alert_counts(incident_id)
-        with self._read() as s:
+        counts = self.alert_counts(incident_id, session)
+        with self._reading(session) as s:
             first, last = s.execute(
                 sa.select(sa.func.min(Alert.first_seen_at), sa.func.max(Alert.last_seen_at)).where(
                     Alert.incident_id == incident_id
@@ -459,14 +522,16 @@ class Repository:
         with self._read() as s:
             return s.get(RemediationRequest, request_id)
 
-    def set_remediation_preview(self, request_id: int, preview: dict[str, Any]) -> bool:
+    def set_remediation_preview(
+        self, request_id: int, preview: dict[str, Any], session: Session | None = None
+    ) -> bool:
         """Store what the approval card shows; only while the request is pending."""
         stmt = (
             sa.update(RemediationRequest)
             .where(RemediationRequest.id == request_id, RemediationRequest.state == "pending")
             .values(preview=preview)
         )
-        with self.session() as s:
+        with self._joined(session) as s:
             return _rowcount(s.execute(stmt.execution_options(synchronize_session=False))) == 1
 
     def due_remediation_requests(self, now: datetime, limit: int = 100) -> list[RemediationRequest]:
@@ -494,12 +559,13 @@ class Repository:
         actor: str,
         reason: str | None = None,
         now: datetime | None = None,
+        session: Session | None = None,
     ) -> bool:
         """Compare-and-set the request state; True only for the caller that moved it."""
         if to_state not in REMEDIATION_STATES:
             raise ValueError(f"unknown remediation state {to_state!r}")
         now = now or utcnow()
-        with self.session() as s:
+        with self._joined(session) as s:
             return self._transition(s, request_id, from_states, to_state, actor, reason, now)
 
     def _transition(
@@ -568,10 +634,11 @@ class Repository:
         decision: str,
         reason: str | None = None,
         now: datetime | None = None,
+        session: Session | None = None,
     ) -> RemediationApproval:
         """Record one approver's click (including refused self-approvals)."""
         now = now or utcnow()
-        with self.session() as s:
+        with self._joined(session) as s:
             request = s.get_one(RemediationRequest, request_id)
             approval = RemediationApproval(
                 request_id=request_id,
@@ -618,12 +685,13 @@ class Repository:
         actor: str,
         detail: dict[str, Any] | None = None,
         now: datetime | None = None,
+        session: Session | None = None,
     ) -> bool:
         """Close a running execution; the request becomes succeeded or failed."""
         if outcome not in EXECUTION_OUTCOMES or outcome == "running":
             raise ValueError(f"invalid final outcome {outcome!r}")
         now = now or utcnow()
-        with self.session() as s:
+        with self._joined(session) as s:
             closed = s.execute(
                 sa.update(RemediationExecution)
                 .where(
@@ -717,8 +785,8 @@ class Repository:
         append_audit(session, actor, "escalation.fired", incident_id, detail, at=now)
         return True
 
-    def escalation_epoch(self, incident_id: int) -> int:
-        with self._read() as s:
+    def escalation_epoch(self, incident_id: int, session: Session | None = None) -> int:
+        with self._reading(session) as s:
             value = s.scalar(
                 sa.select(sa.func.max(EscalationStep.epoch)).where(
                     EscalationStep.incident_id == incident_id

@@ -24,7 +24,9 @@ class Kind(StrEnum):
     ALERTS_ADDED = "alerts.added"
     # facts: note (optional), via ("slack", "pagerduty", "cli")
     ACKNOWLEDGED = "acknowledged"
-    # facts: reason ("manual", "alerts", "pagerduty", "update"), via, note (optional) [public]
+    # facts: via ("pagerduty"), agent
+    UNACKNOWLEDGED = "unacknowledged"
+    # facts: reason ("manual", "alerts", "update"), via, agent (PagerDuty)        [public]
     RESOLVED = "resolved"
     # facts: via ("alerts", "pagerduty", "slack"), firing (count)                 [public]
     REOPENED = "reopened"

@@ -239,7 +239,10 @@ def test_slash_commands_outside_a_thread(bot: BotProcess, slack: FakeSlack) -> N
     assert "already acknowledged" in bot.command("ack 1").json()["text"]
     assert "level 2" in bot.command("escalate 1").json()["text"]
     timeline = bot.command("timeline #1").json()["text"]
-    assert "incident.opened" in timeline and "incident.acknowledged" in timeline
+    # The timeline reads the incident's timeline events, in order, with who did what.
+    assert "— opened (info, playbook `frenly-ai-dangerous-edit`)" in timeline
+    assert timeline.index("— opened") < timeline.index("<@U0BOB> — acknowledged")
+    assert "level 2 — Engineering manager: escalated by hand" in timeline
     assert "now resolved" in bot.command("resolve 1").json()["text"]
     slack.wait_for(lambda: ":white_check_mark: resolved" in root_text(slack), timeout=10)
 

@@ -1,4 +1,4 @@
-"""Block Kit for remediation approval cards and their outcomes."""
+"""Block Kit for remediation approval cards, their outcomes and the undo button."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.slack.blocks import clip, escape, to_json
+from bot.remediation.flow import Decided
+from bot.slack.blocks import clip, escape, mention, to_json
 
 ACTION_APPROVE = "approval.approve"
 ACTION_DENY = "approval.deny"
@@ -38,7 +39,7 @@ def approval_card(
 ) -> list[dict[str, Any]]:
     value = json.dumps({"r": request_id})
     lines = "\n".join(f"• {escape(line)}" for line in details[:25])
-    who = ", ".join(_mention(a) for a in approvers) if approvers else "_nobody is configured_"
+    who = ", ".join(mention(a) for a in approvers) if approvers else "_nobody is configured_"
     blocks: list[Block] = [
         SectionBlock(
             text=_md(
@@ -98,5 +99,34 @@ def undo_blocks(request_id: int, title: str) -> list[dict[str, Any]]:
     )
 
 
-def _mention(entry: str) -> str:
-    return f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>"
+def approved_line(approved_by: str, requested_by: str, at: str) -> str:
+    return f"Approved by <@{approved_by}> at {at} UTC (requested by <@{requested_by}>)."
+
+
+def outcome_lines(decided: Decided) -> list[str]:
+    """What a decided card and the thread say about how a request ended."""
+    if decided.outcome == "denied":
+        return [f"Denied by <@{decided.decided_by}>: {escape(decided.reason)}"]
+    approved = approved_line(decided.decided_by, decided.requested_by, decided.at)
+    if decided.outcome == "done":
+        lines = [approved, f":white_check_mark: {escape(decided.summary)}"]
+        lines += [escape(line) for line in decided.details]
+        return lines + [f"<{link}>" for link in decided.links]
+    return [approved, escape(decided.reason)]
+
+
+def card_for(decided: Decided) -> list[dict[str, Any]]:
+    return decided_card(decided.request_id, decided.title, decided.outcome, outcome_lines(decided))
+
+
+def expired_card(request_id: int, title: str, requested_by: str) -> list[dict[str, Any]]:
+    """The approval card once its request expired: no buttons left to click."""
+    return decided_card(
+        request_id,
+        title,
+        "expired",
+        [
+            f"Requested by <@{requested_by}>; nobody approved it in time. "
+            "Request it again if it is still needed."
+        ],
+    )

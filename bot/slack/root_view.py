@@ -1,9 +1,10 @@
-"""Render an incident's Slack messages from its stored state."""
+"""The incident's root message, rendered from its stored state (re-rendered on each change)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bot.communication import ROLE_TITLES
 from bot.domain.playbooks import GENERIC_TRIAGE, LoadedPlaybooks
 from bot.settings import Settings
 from bot.slack.blocks import IncidentView, root_blocks, root_text, to_json
@@ -33,6 +34,12 @@ def incident_view(
         first_seen=summary.first_seen,
         last_seen=summary.last_seen,
         top_labels=tuple(summary.top_labels),
+        roles=tuple(
+            (ROLE_TITLES[role], tuple((incident.roles or {}).get(role) or ()))
+            for role in ROLE_TITLES
+            if role != "stakeholders"
+        ),
+        public_status=incident.public_status,
     )
 
 

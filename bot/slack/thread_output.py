@@ -1,0 +1,312 @@
+"""The Slack output: each timeline event becomes thread replies and root edits.
+
+One thread per incident. `opened` claims the incident's thread (a
+compare-and-set on the incident row), so exactly one root message and one
+playbook are posted whatever the number of replicas; later events reply in
+that thread and re-render the root from the incident's state. Everything is
+enqueued on the durable, paced Slack outbox in the event's own transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from bot.communication import ROLE_TITLES
+from bot.domain.playbooks import LoadedPlaybooks, plan_step
+from bot.durations import format_duration
+from bot.settings import Settings
+from bot.slack.blocks import escape, mention, playbook_blocks, to_json, who
+from bot.slack.cards import approval_card, decided_card, expired_card, undo_blocks
+from bot.slack.outbox import (
+    enqueue_reply_edit,
+    enqueue_root_post,
+    enqueue_root_update,
+    enqueue_thread_reply,
+)
+from bot.slack.root_view import incident_view, root_message
+from bot.store.models import Incident
+from bot.store.repository import Repository
+from bot.timeline.events import Event, Kind
+
+PAGERDUTY_NOTES = {
+    "incident.escalated": ":arrow_up: Escalated in PagerDuty; now assigned to {assignees}.",
+    "incident.reassigned": ":busts_in_silhouette: Reassigned in PagerDuty to {assignees}.",
+    "incident.delegated": ":busts_in_silhouette: Delegated in PagerDuty to {assignees}.",
+    "incident.priority_updated": ":label: Priority set to {priority} by {agent}.",
+    "incident.annotated": ":memo: Note from {agent} in PagerDuty: {content}",
+    "incident.responder.added": ":raising_hand: Responder added in PagerDuty: {responder}.",
+    "incident.responder.replied": ":speech_balloon: Responder replied in PagerDuty: {responder}.",
+    "incident.status_update_published": ":mega: Status update published: {content}",
+}
+# Events that change what the root message shows.
+ROOT_CHANGES = frozenset(
+    {
+        Kind.ALERTS_ADDED,
+        Kind.ACKNOWLEDGED,
+        Kind.UNACKNOWLEDGED,
+        Kind.RESOLVED,
+        Kind.REOPENED,
+        Kind.LEVEL_REACHED,
+        Kind.PAGERDUTY_NOTE,
+        Kind.ROLE_ASSIGNED,
+        Kind.UPDATE_POSTED,
+    }
+)
+
+
+def card_key(request_id: int) -> str:
+    return f"remediation:{request_id}:card"
+
+
+class SlackThreadOutput:
+    name = "slack"
+
+    def __init__(self, settings: Settings, repo: Repository, playbooks: LoadedPlaybooks) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.playbooks = playbooks
+        self.channel = settings.nexus_incident_channel
+        self._replies: dict[str, Callable[[Event], str | None]] = {
+            Kind.ACKNOWLEDGED: self._acknowledged,
+            Kind.UNACKNOWLEDGED: lambda e: (
+                ":rotating_light: Unacknowledged in PagerDuty: nobody owns it."
+            ),
+            Kind.RESOLVED: self._resolved,
+            Kind.REOPENED: self._reopened,
+            Kind.LEVEL_REACHED: self._level,
+            Kind.PAGERDUTY_NOTE: self._pagerduty_note,
+            Kind.REMEDIATION_REFUSED: self._refused,
+            Kind.REMEDIATION_DENIED: lambda e: (
+                f":x: Remediation #{e.fact('request_id')} ({escape(e.fact('title', ''))}) "
+                f"denied by {who(e.actor)}: {escape(e.fact('reason', ''))}"
+            ),
+            Kind.REMEDIATION_EXPIRED: lambda e: (
+                f":hourglass: Remediation #{e.fact('request_id')} ({escape(e.fact('title', ''))}) "
+                "expired: nobody approved it in time. Request it again if it is still needed."
+            ),
+            Kind.REMEDIATION_DONE: self._done,
+            Kind.REMEDIATION_FAILED: lambda e: (
+                f":warning: Remediation #{e.fact('request_id')} ({escape(e.fact('title', ''))}) "
+                f"{escape(e.fact('message', ''))}"
+            ),
+            Kind.ROLE_ASSIGNED: self._role,
+            Kind.UPDATE_POSTED: self._update,
+            Kind.NOTE_ADDED: lambda e: (
+                f":memo: Note from {who(e.actor)}: {escape(e.fact('text', ''))}"
+            ),
+            Kind.UPDATE_REMINDER: self._reminder,
+            Kind.DELIVERY_PROBLEM: self._delivery_problem,
+            Kind.REVIEW_LINKED: lambda e: f":clipboard: Post-incident review: <{e.fact('url')}>",
+        }
+
+    def on_event(self, session: Session, event: Event) -> None:
+        if event.kind == Kind.OPENED:
+            self._open_thread(session, event)
+            return
+        incident = session.get(Incident, event.incident_id, populate_existing=True)
+        if incident is None or incident.slack_channel is None:
+            return  # no thread (no channel configured when it opened)
+        render = self._replies.get(event.kind)
+        text = render(event) if render is not None else None
+        if event.kind == Kind.REMEDIATION_REQUESTED:
+            self._approval_card(session, event)
+        elif text:
+            enqueue_thread_reply(session, event.incident_id, incident.slack_channel, text)
+        if event.kind == Kind.REMEDIATION_EXPIRED:
+            enqueue_reply_edit(
+                session,
+                event.incident_id,
+                card_key(int(event.fact("request_id"))),
+                f"Remediation #{event.fact('request_id')} expired",
+                expired_card(
+                    int(event.fact("request_id")),
+                    str(event.fact("title", "")),
+                    str(event.fact("requested_by", "")),
+                ),
+            )
+        if event.kind == Kind.REMEDIATION_DONE and event.fact("undo_title"):
+            title = str(event.fact("undo_title"))
+            enqueue_thread_reply(
+                session,
+                event.incident_id,
+                incident.slack_channel,
+                title,
+                undo_blocks(int(event.fact("request_id")), title),
+            )
+        if event.kind in ROOT_CHANGES:
+            self._refresh_root(session, incident)
+
+    # -- the thread ------------------------------------------------------------
+
+    def _open_thread(self, s: Session, event: Event) -> None:
+        """Enqueue the root and the playbook, once per incident."""
+        if self.channel is None or not self.repo.claim_slack_thread(
+            s, event.incident_id, self.channel
+        ):
+            return
+        incident = s.get(Incident, event.incident_id, populate_existing=True)
+        assert incident is not None
+        summary = self.repo.alert_summary(incident.id, session=s)
+        text, blocks = root_message(incident_view(incident, self.playbooks, self.settings, summary))
+        enqueue_root_post(s, incident.id, self.channel, text, blocks)
+        routes = ", ".join(event.fact("routes", []))
+        intro = (
+            f"Playbook `{event.fact('playbook_id')}` ({escape(event.fact('match', ''))}). "
+            f"Severity *{event.fact('severity')}*: {escape(event.fact('severity_reason', ''))}. "
+            f"Routes: {routes}."
+        )
+        if event.fact("declared_by"):
+            intro = f"Declared by <@{event.fact('declared_by')}>. {intro}"
+        enqueue_thread_reply(s, incident.id, self.channel, intro)
+        playbook = self.playbooks.get(incident.playbook_id)
+        if playbook is None:
+            return
+        values = {str(k): str(v) for k, v in (incident.labels or {}).items()}
+        steps = [
+            plan_step(step, values, self.settings.allowed_targets) for step in playbook.rollback
+        ]
+        enqueue_thread_reply(
+            s,
+            incident.id,
+            self.channel,
+            f"Playbook: {playbook.title}",
+            to_json(playbook_blocks(playbook, steps, incident.id)),
+        )
+
+    def _refresh_root(self, s: Session, incident: Incident) -> None:
+        summary = self.repo.alert_summary(incident.id, session=s)
+        text, blocks = root_message(incident_view(incident, self.playbooks, self.settings, summary))
+        enqueue_root_update(s, incident.id, incident.slack_channel, text, blocks)
+
+    def _approval_card(self, s: Session, e: Event) -> None:
+        request_id = int(e.fact("request_id"))
+        card = approval_card(
+            request_id=request_id,
+            requested_by=str(e.fact("requested_by")),
+            title=str(e.fact("title", "")),
+            summary=str(e.fact("summary", "")),
+            details=[str(d) for d in e.fact("details", [])],
+            expires_at=datetime.fromisoformat(str(e.fact("expires_at"))),
+            approvers=[str(a) for a in e.fact("approvers", [])],
+        )
+        enqueue_thread_reply(
+            s,
+            e.incident_id,
+            None,
+            f"Remediation #{request_id} needs approval: {e.fact('title', '')}",
+            card,
+            key=card_key(request_id),
+        )
+
+    # -- replies -----------------------------------------------------------------
+
+    @staticmethod
+    def _acknowledged(e: Event) -> str:
+        if e.fact("via") == "pagerduty":
+            return f":eyes: Acknowledged in PagerDuty by {escape(e.fact('agent', 'PagerDuty'))}."
+        return f":eyes: Acknowledged by {who(e.actor)}."
+
+    @staticmethod
+    def _resolved(e: Event) -> str:
+        if e.fact("reason") == "alerts":
+            return ":white_check_mark: All alerts resolved."
+        if e.fact("via") == "pagerduty":
+            agent = escape(e.fact("agent", "PagerDuty"))
+            return f":white_check_mark: Resolved in PagerDuty by {agent}."
+        return f":white_check_mark: Resolved by {who(e.actor)}."
+
+    @staticmethod
+    def _reopened(e: Event) -> str:
+        if e.fact("via") == "pagerduty":
+            return (
+                f":rotating_light: Reopened in PagerDuty by {escape(e.fact('agent', 'PagerDuty'))}."
+            )
+        firing = int(e.fact("firing", 0) or 0)
+        cause = f"{firing} alert(s) firing again" if firing else f"reopened by {who(e.actor)}"
+        return (
+            f":rotating_light: *Reopened*: {cause}. "
+            "The escalation ladder starts again from level 1."
+        )
+
+    @staticmethod
+    def _level(e: Event) -> str:
+        reason = escape(str(e.fact("reason", "")))
+        if e.fact("reason") == "escalated by hand":
+            reason = f"escalated by {who(e.actor)}"
+        role = escape(e.fact("role", ""))
+        text = f":rotating_light: *Level {e.fact('level')} — {role}*: {reason}."
+        people = " ".join(mention(p) for p in e.fact("slack", []))
+        return f"{text} {people}".strip()
+
+    @staticmethod
+    def _pagerduty_note(e: Event) -> str | None:
+        template = PAGERDUTY_NOTES.get(str(e.fact("event_type")))
+        if template is None:
+            return None
+        fields = ("agent", "assignees", "priority", "content", "responder")
+        return template.format(**{f: escape(str(e.fact(f, ""))) for f in fields})
+
+    @staticmethod
+    def _refused(e: Event) -> str:
+        stage, reason = e.fact("stage"), str(e.fact("reason", ""))
+        if stage == "executor":
+            return f":no_entry: Remediation #{e.fact('request_id')}: {escape(reason)}."
+        if stage == "preview":
+            return f":warning: Remediation #{e.fact('request_id')}: {escape(reason)}"
+        return (
+            f":no_entry: {who(e.actor)} asked for *{escape(e.fact('title', ''))}*: "
+            f"refused, {escape(reason)}."
+        )
+
+    @staticmethod
+    def _done(e: Event) -> str:
+        lines = [
+            f"Approved by <@{e.fact('approved_by')}> at {e.fact('approved_at')} UTC "
+            f"(requested by <@{e.fact('requested_by')}>).",
+            f":white_check_mark: {escape(e.fact('summary', ''))}",
+            *(escape(str(d)) for d in e.fact("details", [])),
+            *(f"<{link}>" for link in e.fact("links", [])),
+        ]
+        title = escape(e.fact("title", ""))
+        return f"Remediation #{e.fact('request_id')} ({title}) done.\n" + "\n".join(lines)
+
+    @staticmethod
+    def _role(e: Event) -> str:
+        title = ROLE_TITLES.get(str(e.fact("role")), str(e.fact("role")))
+        holders = ", ".join(mention(h) for h in e.fact("holders", [])) or "nobody"
+        return f":busts_in_silhouette: {who(e.actor)} made {holders} *{escape(title)}*."
+
+    @staticmethod
+    def _update(e: Event) -> str:
+        status = str(e.fact("status", "")).capitalize()
+        return (
+            f":mega: *Public update — {status}* (by {who(e.actor)}; emailed to stakeholders)\n"
+            f"{escape(e.fact('text', ''))}"
+        )
+
+    @staticmethod
+    def _reminder(e: Event) -> str:
+        holders = " ".join(mention(h) for h in e.fact("holders", [])) or "*Communications*"
+        since = datetime.fromisoformat(str(e.fact("since")))
+        interval = format_duration(e.at - since) if e.at >= since else "a while"
+        return (
+            f":alarm_clock: {holders}: no public update for {interval}. "
+            "Post one with `@nexus update <investigating|identified|monitoring|resolved> <text>`."
+        )
+
+    @staticmethod
+    def _delivery_problem(e: Event) -> str:
+        recipients: dict[str, Any] = dict(e.fact("recipients", {}) or {})
+        listed = "; ".join(f"{escape(a)} ({escape(str(r))[:120]})" for a, r in recipients.items())
+        return (
+            f":warning: {escape(str(e.fact('output', 'delivery')))}: "
+            f"{escape(str(e.fact('what', 'a message')))} was refused for {listed or 'everyone'}. "
+            "Not retried: check the addresses in the config."
+        )
+
+
+__all__ = ["SlackThreadOutput", "card_key", "decided_card"]
