@@ -111,7 +111,7 @@ def test_climbs_in_slack_email_and_pagerduty_until_acknowledged(
         time.sleep(3)
         assert ladder.level_replies(4) == []  # acknowledged before level 4 was due
         timeline = bot.command("timeline 1").json()["text"]
-        assert timeline.count("escalation.fired") == 3
+        assert timeline.count(" — level ") == 3  # levels 1, 2 and 3 on the timeline
     finally:
         bot.stop()
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from bot.core import build_core
 from bot.domain.alerts import Alert, AlertSource
 from bot.domain.playbooks import load_playbooks
-from bot.incidents.escalation import EscalationService
-from bot.incidents.service import IncidentService
 from bot.settings import Settings
 from bot.store.db import make_engine, upgrade_database
 from bot.store.models import Incident, OutboxMessage
@@ -33,26 +33,6 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-class Mail:
-    def __init__(self) -> None:
-        self.sent: list[tuple[list[str], str]] = []
-
-    def send(self, to: list[str], subject: str, body: str) -> None:
-        self.sent.append((to, subject))
-
-
-class PagerDuty:
-    def __init__(self) -> None:
-        self.levels: list[tuple[str, int]] = []
-        self.notes: list[str] = []
-
-    def set_escalation_level(self, incident_id: str, level: int) -> None:
-        self.levels.append((incident_id, level))
-
-    def add_note(self, incident_id: str, content: str) -> None:
-        self.notes.append(content)
-
-
 def make_settings(**overrides: object) -> Settings:
     levels = [
         {
@@ -66,6 +46,11 @@ def make_settings(**overrides: object) -> Settings:
     ]
     return Settings(
         nexus_incident_channel="C0INCIDENTS",
+        # Outputs enqueue only what is configured; nothing is delivered in these tests.
+        smtp_url="smtp://127.0.0.1:9",
+        pagerduty_api_token="pd-token",
+        pagerduty_from_email="bot@nexus.test",
+        pagerduty_routing_key="R0UTINGKEY0000000000000000000000",
         escalation={
             "levels": levels,
             "critical": ["5m", "15m", "60m"],
@@ -84,10 +69,9 @@ class World:
         self.repo = Repository(self.engine)
         self.settings = settings or make_settings()
         playbooks = load_playbooks([REPO_ROOT / "playbooks"], self.settings.allowed_targets)
-        self.service = IncidentService(self.settings, self.repo, playbooks)
-        self.mail, self.pd = Mail(), PagerDuty()
-        self.ladder = EscalationService(self.service, self.pd, self.mail, clock=clock)
-        self.service.ladder = self.ladder
+        self.core = build_core(self.settings, self.engine, playbooks)
+        self.core.ladder.clock = clock
+        self.service, self.ladder = self.core.incidents, self.core.ladder
 
     def open(self, severity: str = "critical", pagerduty_id: str | None = None) -> int:
         alert = Alert(
@@ -119,11 +103,22 @@ class World:
         return [step.level for step in self.repo.escalation_steps(number)]
 
     def replies(self) -> list[str]:
+        return [str(p.get("text", "")) for p in self.queued("slack")]
+
+    def queued(self, output: str, method: str | None = None) -> list[dict[str, Any]]:
+        """Payloads the outputs enqueued for `output` (the durable delivery queue)."""
+        query = sa.select(OutboxMessage.payload).where(OutboxMessage.output == output)
+        if method is not None:
+            query = query.where(OutboxMessage.method == method)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(OutboxMessage.payload).order_by(OutboxMessage.id)
-            ).scalars()
-            return [str(p.get("text", "")) for p in rows]
+            return [dict(p) for p in conn.execute(query.order_by(OutboxMessage.id)).scalars()]
+
+    @property
+    def pagerduty_levels(self) -> list[tuple[str, int]]:
+        return [
+            (str(p["pagerduty_incident_id"]), int(p["level"]))
+            for p in self.queued("pagerduty", "pagerduty.level")
+        ]
 
 
 @pytest.fixture
@@ -142,11 +137,14 @@ def test_critical_climbs_on_time_with_every_route(database_url: str, clock: Cloc
     assert world.levels(number) == [1, 2]
     assert any("Level 2 — Engineering manager" in r and "<@U0LEVEL2>" in r for r in world.replies())
     assert any("not acknowledged for 5m" in r for r in world.replies())
-    assert ("PD1", 2) in world.pd.levels and world.pd.notes
+    assert ("PD1", 2) in world.pagerduty_levels
+    assert world.queued("pagerduty", "pagerduty.note")
     # A PagerDuty incident is critical but never routed back to PagerDuty for alerts;
     # escalation still mirrors the level there. Email follows the severity's routes.
-    assert world.mail.sent[-1][0] == ["level2@nexus.test"]
-    assert "Level 2 — Engineering manager" in world.mail.sent[-1][1]
+    assert world.queued("pagerduty", "pagerduty.trigger") == []
+    email = world.queued("email")[-1]
+    assert email["to"] == ["level2@nexus.test"]
+    assert "Level 2 — Engineering manager" in email["subject"]
     clock.advance(minutes=10)
     assert world.ladder.sweep() == 1
     assert world.levels(number) == [1, 2, 3]
@@ -164,7 +162,7 @@ def test_acknowledge_stops_the_climb_and_unacknowledge_resumes(
     clock.advance(hours=2)
     assert world.ladder.sweep() == 0
     assert world.levels(number) == [1, 2]
-    world.service.change_status(number, "triggered", "PagerDuty", "unacknowledged")
+    world.service.change_status(number, "triggered", "pagerduty", via="pagerduty")
     assert world.ladder.sweep() == 0  # resumes from level 2: one full gap later, not at once
     clock.advance(minutes=10)
     assert world.ladder.sweep() == 1
@@ -191,7 +189,7 @@ def test_info_never_escalates_and_warning_is_slower(database_url: str, clock: Cl
     clock.advance(minutes=1)
     world.ladder.sweep()
     assert world.levels(warning) == [1, 2]
-    assert world.pd.levels == []  # no PagerDuty counterpart
+    assert world.pagerduty_levels == []  # no PagerDuty counterpart
 
 
 def test_restart_fires_each_overdue_level_once(database_url: str, clock: Clock) -> None:
@@ -243,30 +241,22 @@ def test_escalate_by_hand_and_restart_lower(database_url: str, clock: Clock) -> 
 def test_pagerduty_escalation_is_mirrored_not_doubled(database_url: str, clock: Clock) -> None:
     world = World(database_url, clock)
     number = world.open(pagerduty_id="PD9")
-    world.ladder.mirror_pagerduty(number)  # PagerDuty escalated on its own
+    world.service.pagerduty_note(number, "incident.escalated", {})  # PagerDuty escalated
     assert world.levels(number) == [1, 2]
-    assert world.pd.levels == []  # not pushed back to PagerDuty
+    assert world.pagerduty_levels == []  # not pushed back to PagerDuty
     clock.advance(minutes=15)
     world.ladder.sweep()  # our level 3 goes to PagerDuty …
-    assert world.pd.levels == [("PD9", 3)]
-    world.ladder.mirror_pagerduty(number)  # … whose webhook echo is not a new level
+    assert world.pagerduty_levels == [("PD9", 3)]
+    world.service.pagerduty_note(number, "incident.escalated", {})  # … its echo is no new level
     assert world.levels(number) == [1, 2, 3]
 
 
-def test_a_redelivered_batch_starts_the_ladder_a_crash_left_unstarted(
-    database_url: str, clock: Clock
-) -> None:
+def test_a_redelivered_batch_opens_nothing_twice(database_url: str, clock: Clock) -> None:
+    """A batch is one transaction: applied again (the inbox redelivers after a crash
+    between applying and deleting), it adds alerts, never a second start."""
     world = World(database_url, clock)
     number = world.open()
     assert world.levels(number) == [1]
-    # As if the process died after the incident was committed, before the ladder started.
-    with world.engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM escalation_steps"))
-        conn.execute(
-            sa.update(Incident)
-            .where(Incident.id == number)
-            .values(escalation_level=1, next_escalation_at=None)
-        )
     alert = Alert(
         source=AlertSource.GENERIC,
         fingerprint="fp-critical",
@@ -274,11 +264,35 @@ def test_a_redelivered_batch_starts_the_ladder_a_crash_left_unstarted(
         labels={"severity": "critical"},
         group_key="key-critical",
     )
-    world.service.ingest_alerts([alert])  # a later batch, not a redelivery: no second start
-    assert world.levels(number) == []
+    world.service.ingest_alerts([alert], redelivered=True)
     world.service.ingest_alerts([alert], redelivered=True)
     assert world.levels(number) == [1]
-    assert world.repo.get_incident(number).next_escalation_at is not None  # type: ignore[union-attr]
-    world.service.ingest_alerts([alert], redelivered=True)  # and only once
-    assert world.levels(number) == [1]
-    assert sum("Level 1" in text for text in world.replies()) == 2  # the first start + this one
+    assert sum("Level 1" in text for text in world.replies()) == 1
+    assert len(world.queued("pagerduty", "pagerduty.trigger")) == 1
+
+
+def test_reopened_incident_climbs_again_from_level_1(database_url: str, clock: Clock) -> None:
+    world = World(database_url, clock)
+    number = world.open()
+    clock.advance(minutes=5)
+    world.ladder.sweep()
+    world.service.resolve(number, "U0ALICE")
+    alert = Alert(
+        source=AlertSource.GENERIC,
+        fingerprint="fp-critical",
+        title="SSOT sync failed (critical)",
+        labels={"severity": "critical"},
+        group_key="key-critical",
+    )
+    world.service.ingest_alerts([alert])  # fires again
+    incident = world.repo.get_incident(number)
+    assert incident is not None and incident.status == "triggered"
+    assert incident.escalation_level == 1
+    assert world.levels(number) == [1, 2, 1]
+    assert world.repo.escalation_epoch(number) == 1
+    assert any("*Reopened*: 1 alert(s) firing again" in r for r in world.replies())
+    # The next level is due one ladder step after the reopening, not after the start.
+    assert incident.next_escalation_at == clock.now + timedelta(minutes=5)
+    clock.advance(minutes=5)
+    assert world.ladder.sweep() == 1
+    assert world.levels(number) == [1, 2, 1, 2]
