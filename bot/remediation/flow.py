@@ -268,6 +268,15 @@ class RemediationFlow:
             )
             if moved:
                 self.repo.record_approval(request_id, approver, "approve", session=s)
+                self.timeline.record(
+                    s,
+                    request.incident_id,
+                    Kind.REMEDIATION_APPROVED,
+                    approver,
+                    request_id=request_id,
+                    title=self._title(request),
+                    requested_by=request.requested_by,
+                )
         if not moved:
             current = self.repo.get_remediation_request(request_id)
             return FlowAnswer(f"This request is already {current.state if current else 'gone'}.")
@@ -393,6 +402,7 @@ class RemediationFlow:
                 details=list(result.details),
                 links=list(result.links),
                 undo_title=result.undo.title if result.undo is not None else None,
+                undoes=_undone_request(request.step_id),
             )
         decided = Decided(
             request.id,
@@ -448,6 +458,12 @@ class RemediationFlow:
         playbook = self.playbooks.get(request.playbook_id)
         step = playbook.step(request.step_id) if playbook else None
         return step.title if step else REGISTRY.get(request.action).title
+
+
+def _undone_request(step_id: str) -> int | None:
+    """An undo request's step is `undo-<request id>`: the request it undoes."""
+    prefix, _, number = step_id.partition("-")
+    return int(number) if prefix == "undo" and number.isdecimal() else None
 
 
 __all__ = ["Decided", "FlowAnswer", "RemediationFlow"]

@@ -33,10 +33,16 @@ _SUMMARIES: dict[str, Callable[[Event], str]] = {
         f"requested remediation #{e.fact('request_id')}: {escape(str(e.fact('title', '')))}"
     ),
     Kind.REMEDIATION_REFUSED: lambda e: f"remediation refused: {escape(str(e.fact('reason', '')))}",
+    Kind.REMEDIATION_APPROVED: lambda e: (
+        f"approved remediation #{e.fact('request_id')} "
+        f"(requested by {who(str(e.fact('requested_by')))})"
+    ),
     Kind.REMEDIATION_DENIED: lambda e: f"denied remediation #{e.fact('request_id')}",
     Kind.REMEDIATION_EXPIRED: lambda e: f"remediation #{e.fact('request_id')} expired",
     Kind.REMEDIATION_DONE: lambda e: (
-        f"remediation #{e.fact('request_id')} done (approved by {who(str(e.fact('approved_by')))})"
+        f"remediation #{e.fact('request_id')} done"
+        + (f", undoing #{e.fact('undoes')}" if e.fact("undoes") else "")
+        + f" (approved by {who(str(e.fact('approved_by')))})"
     ),
     Kind.REMEDIATION_FAILED: lambda e: (
         f"remediation #{e.fact('request_id')} {e.fact('outcome', 'failed')}"

@@ -40,12 +40,14 @@ class Kind(StrEnum):
     REMEDIATION_REQUESTED = "remediation.requested"
     # facts: title, reason, request_id (or None: refused before a request existed)
     REMEDIATION_REFUSED = "remediation.refused"
+    # facts: request_id, title, requested_by
+    REMEDIATION_APPROVED = "remediation.approved"
     # facts: request_id, title, reason
     REMEDIATION_DENIED = "remediation.denied"
     # facts: request_id, title
     REMEDIATION_EXPIRED = "remediation.expired"
     # facts: request_id, title, requested_by, approved_by, summary, details, links,
-    #        undo_title (or None)
+    #        undo_title (or None), undoes (the request id it undid, or None)
     REMEDIATION_DONE = "remediation.done"
     # facts: request_id, title, requested_by, approved_by, outcome ("failed"/"aborted"),
     #        message

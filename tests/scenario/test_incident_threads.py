@@ -318,7 +318,10 @@ def test_buttons_acknowledge_once_and_request_remediation(
         lambda: any("Remediation #1" in (m.text or "") for m in thread_of(slack, root.ts)),
         timeout=10,
     )
-    assert "remediation.refused" in bot.command("timeline 1").json()["text"]
+    assert (
+        "— remediation refused: the bot cannot run `k8s.scale`"
+        in (bot.command("timeline 1").json()["text"])
+    )
 
 
 @pytest.mark.parametrize(

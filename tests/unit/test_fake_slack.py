@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from fakes.slack import FakeSlack
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+
+from tests.fakes.slack import FakeSlack
 
 
 @pytest.fixture

@@ -12,11 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from actions_git_support import APP_ID, INSTALLATION_ID, REPO, Remote
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fakes.github import FakeGitHub
-from fakes.kubernetes import FakeKubernetes
 from kubernetes import client
 
 from bot.actions.base import ExecutionContext
@@ -24,7 +21,10 @@ from bot.actions.git_workspace import GitWorkspace
 from bot.actions.github import GitHubConnector, PullRequests
 from bot.actions.kubernetes_client import kube_api_client
 from bot.settings import AllowedTargets
+from tests.fakes.github import FakeGitHub
+from tests.fakes.kubernetes import FakeKubernetes
 from tests.support.shipped import shipped_allowed_targets
+from tests.unit.actions.actions_git_support import APP_ID, INSTALLATION_ID, REPO, Remote
 
 NS = "ai"
 APP = "frenly-ai"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from actions_git_support import CONTEXT, TRAILER, Remote
-from fakes.github import FakeGitHub
 
 from bot.actions.base import ActionError, TargetChanged
 from bot.actions.catalog import RestorePath
 from bot.actions.git_restore import RestorePathExecutor
 from bot.actions.git_workspace import GitWorkspace
 from bot.actions.github import PullRequests
+from tests.fakes.github import FakeGitHub
+from tests.unit.actions.actions_git_support import CONTEXT, TRAILER, Remote
 
 REPO = "acme/ssot"
 

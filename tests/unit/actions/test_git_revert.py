@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from actions_git_support import CONTEXT, TRAILER, Remote, git
-from fakes.github import FakeGitHub
 from pydantic import ValidationError
 
 from bot.actions.base import ActionError, ActionUnavailable, TargetChanged
@@ -12,6 +10,8 @@ from bot.actions.catalog import RevertCommit
 from bot.actions.git_revert import RevertExecutor
 from bot.actions.git_workspace import GitWorkspace
 from bot.actions.github import PullRequests
+from tests.fakes.github import FakeGitHub
+from tests.unit.actions.actions_git_support import CONTEXT, TRAILER, Remote, git
 
 REPO = "acme/ssot"
 

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-from actions_git_support import APP_ID, CONTEXT, Remote, git
-from fakes.github import FakeGitHub
 
 from bot.actions.base import ActionError
 from bot.actions.catalog import RevertCommit
 from bot.actions.git_revert import RevertExecutor
 from bot.actions.git_workspace import GitWorkspace, auth_header, redact
 from bot.actions.github import GitHubConnector
+from tests.fakes.github import FakeGitHub
+from tests.unit.actions.actions_git_support import APP_ID, CONTEXT, Remote, git
 
 REPO = "acme/ssot"
 SECRET = "ghp_TOPsecretTOKENvalue1234567890"

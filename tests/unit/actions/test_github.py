@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from actions_git_support import APP_ID, CONTEXT, INSTALLATION_ID, REPO, Remote
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fakes.github import FakeGitHub
 from github import Github
 from pydantic import SecretStr
 
@@ -21,6 +19,8 @@ from bot.actions.github import (
     github_client,
 )
 from bot.settings import Settings
+from tests.fakes.github import FakeGitHub
+from tests.unit.actions.actions_git_support import APP_ID, CONTEXT, INSTALLATION_ID, REPO, Remote
 
 HEAD = "1" * 40
 FILES = [f"ssot_plan/part-{i:02}.yaml" for i in range(25)]

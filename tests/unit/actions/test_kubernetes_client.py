@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-from fakes.kubernetes import DEFAULT_TOKEN, FakeKubernetes, write_kubeconfig
 from kubernetes import client
 from pydantic import ValidationError
 
@@ -19,6 +18,7 @@ from bot.actions.kubernetes import (
     ScaleExecutor,
     kube_api_client,
 )
+from tests.fakes.kubernetes import DEFAULT_TOKEN, FakeKubernetes, write_kubeconfig
 
 NS, APP = "ai", "frenly-ai"  # as seeded by the kube fixture (conftest.py)
 

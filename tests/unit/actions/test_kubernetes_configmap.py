@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from fakes.kubernetes import FakeKubernetes
 from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, TargetChanged, Undo
 from bot.actions.catalog import PatchConfigMap
 from bot.actions.kubernetes_configmap import ConfigMapPatchExecutor
+from tests.fakes.kubernetes import FakeKubernetes
 
 NS = "ai"  # as seeded by the kube fixture (conftest.py)
 

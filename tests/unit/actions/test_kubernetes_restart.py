@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from fakes.kubernetes import FakeKubernetes
 from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, TargetChanged
 from bot.actions.catalog import RolloutRestart
 from bot.actions.kubernetes_restart import RESTARTED_AT, RolloutRestartExecutor
+from tests.fakes.kubernetes import FakeKubernetes
 
 NS, APP = "ai", "frenly-ai"  # as seeded by the kube fixture (conftest.py)
 

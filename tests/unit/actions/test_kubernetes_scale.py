@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from fakes.kubernetes import FakeKubernetes
 from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, TargetChanged, Undo
 from bot.actions.catalog import ScaleDeployment
 from bot.actions.kubernetes_scale import ScaleExecutor
+from tests.fakes.kubernetes import FakeKubernetes
 
 NS, APP = "ai", "frenly-ai"  # as seeded by the kube fixture (conftest.py)
 

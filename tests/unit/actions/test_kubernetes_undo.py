@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fakes.kubernetes import FakeKubernetes
 from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, TargetChanged
 from bot.actions.catalog import RolloutUndo
 from bot.actions.kubernetes_undo import HASH_LABEL, REVISION, RolloutUndoExecutor
+from tests.fakes.kubernetes import FakeKubernetes
 
 NS, APP = "ai", "frenly-ai"  # as seeded by the kube fixture (conftest.py)
 

@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from fakes.pagerduty import FakePagerDuty, local_ca
-from notify_support import FAST, BoundController, Recorder, SmtpServer, StartSmtp, authenticate
 
 from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest
 from bot.settings import Settings
+from tests.fakes.pagerduty import FakePagerDuty, local_ca
+from tests.unit.notify.notify_support import (
+    FAST,
+    BoundController,
+    Recorder,
+    SmtpServer,
+    StartSmtp,
+    authenticate,
+)
 
 C = TypeVar("C", bound=AbstractContextManager[Any])
 

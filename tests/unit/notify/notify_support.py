@@ -14,9 +14,9 @@ from typing import Any, TypedDict
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
-from fakes.pagerduty import LocalCA
 
 from bot.notify.email_render import IncidentView
+from tests.fakes.pagerduty import LocalCA
 
 SMTP_USER = "nexus"
 SMTP_PASSWORD = "Sm7p-pa55word-do-not-leak"

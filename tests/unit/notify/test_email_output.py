@@ -7,13 +7,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from notify_support import (
-    INCIDENT_STARTED,
-    INCIDENT_VIEW,
-    SMTP_PASSWORD,
-    SmtpServer,
-    StartSmtp,
-)
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.communication import RolesConfig
@@ -25,6 +18,13 @@ from bot.store.models import Incident, OutboxMessage, TimelineEvent, utcnow
 from bot.timeline.events import Kind
 from bot.timeline.queue import Failed, Result, Retry, Sent
 from bot.timeline.recorder import Timeline
+from tests.unit.notify.notify_support import (
+    INCIDENT_STARTED,
+    INCIDENT_VIEW,
+    SMTP_PASSWORD,
+    SmtpServer,
+    StartSmtp,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated_settings")
 

@@ -9,7 +9,6 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 
 import pytest
-from notify_support import INCIDENT_STARTED, INCIDENT_VIEW
 
 from bot.notify.email_render import (
     EmailContent,
@@ -22,6 +21,7 @@ from bot.notify.email_render import (
     slack_thread_url,
     thread_id,
 )
+from tests.unit.notify.notify_support import INCIDENT_STARTED, INCIDENT_VIEW
 
 STARTED = INCIDENT_STARTED
 INCIDENT = INCIDENT_VIEW

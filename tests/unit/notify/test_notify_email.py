@@ -6,9 +6,9 @@ import traceback
 from email.message import EmailMessage
 
 import pytest
-from notify_support import SMTP_PASSWORD, StartSmtp
 
 from bot.notify.email import EmailSender, NotifyError
+from tests.unit.notify.notify_support import SMTP_PASSWORD, StartSmtp
 
 SENDER = "nexus-bot@example.com"
 

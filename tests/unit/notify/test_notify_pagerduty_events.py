@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fakes.pagerduty import FakePagerDuty
-from notify_support import FAST
 
 from bot.notify.email import NotifyError
 from bot.notify.pagerduty import PagerDutyEvents
+from tests.fakes.pagerduty import FakePagerDuty
+from tests.unit.notify.notify_support import FAST
 
 WRONG_KEY = "RWRONGROUTINGKEY0000000000000042"
 

@@ -12,12 +12,12 @@ from typing import Any
 import httpx2
 import pagerduty
 import pytest
-from fakes.pagerduty import FakePagerDuty
-from notify_support import FAST
 
 from bot.notify.email import NotifyError
 from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest, pagerduty_from_settings
 from bot.settings import Settings
+from tests.fakes.pagerduty import FakePagerDuty
+from tests.unit.notify.notify_support import FAST
 
 Closing = Callable[[Any], Any]
 SECRET_TOKEN = "y_NbAkKc66ryYTWUXYEu-secret"

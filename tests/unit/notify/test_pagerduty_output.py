@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fakes.pagerduty import FakePagerDuty
-from notify_support import FAST
 from sqlalchemy.orm import Session
 
 from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest
@@ -25,6 +23,8 @@ from bot.store.models import Incident, OutboxMessage, utcnow
 from bot.timeline.events import Kind
 from bot.timeline.queue import Failed, Retry, Sent
 from bot.timeline.recorder import Timeline
+from tests.fakes.pagerduty import FakePagerDuty
+from tests.unit.notify.notify_support import FAST
 
 Closing = Callable[[Any], Any]
 LEVEL_FACTS: dict[str, Any] = {

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
-from fakes.slack import FakeSlack
 
 from bot.store.db import make_engine, upgrade_database
 from bot.store.repository import Repository
+from tests.fakes.slack import FakeSlack
 
 _keys = itertools.count()
 

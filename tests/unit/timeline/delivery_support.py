@@ -16,12 +16,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import sqlalchemy as sa
-from fakes.background import ThreadedHTTPServer
 
 from bot.store.models import OutboxMessage
 from bot.store.repository import Repository
 from bot.timeline.delivery import DeliveryWorker, pending_deliveries
 from bot.timeline.queue import Failed, Result, Retry, Sender, Sent, enqueue
+from tests.fakes.background import ThreadedHTTPServer
 
 METHOD = "notify.send"
 _keys = itertools.count()

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from delivery_support import (
+from sqlalchemy.orm import Session
+from structlog.testing import capture_logs
+
+from bot.metrics import REGISTRY
+from bot.store.models import OutboxMessage, TimelineEvent, utcnow
+from bot.timeline.delivery import DeliveryWorker, pending_deliveries
+from bot.timeline.queue import Result
+from tests.unit.timeline.delivery_support import (
     METHOD,
     Answer,
     FarEnd,
@@ -18,13 +25,6 @@ from delivery_support import (
     new_incident,
     rows,
 )
-from sqlalchemy.orm import Session
-from structlog.testing import capture_logs
-
-from bot.metrics import REGISTRY
-from bot.store.models import OutboxMessage, TimelineEvent, utcnow
-from bot.timeline.delivery import DeliveryWorker, pending_deliveries
-from bot.timeline.queue import Result
 
 
 @pytest.fixture

@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from delivery_support import (
+from sqlalchemy.orm import Session
+from structlog.testing import capture_logs
+
+from bot.store.db import make_engine, upgrade_database
+from bot.timeline.delivery import pending_deliveries
+from tests.unit.timeline.delivery_support import (
     Answer,
     FarEnd,
     HttpSender,
@@ -23,11 +28,6 @@ from delivery_support import (
     running,
     wait_until,
 )
-from sqlalchemy.orm import Session
-from structlog.testing import capture_logs
-
-from bot.store.db import make_engine, upgrade_database
-from bot.timeline.delivery import pending_deliveries
 
 
 @pytest.fixture
