@@ -1,4 +1,4 @@
-"""One Slack Web API call made by the outbox: its timeout, its outcome, its metric.
+"""One Slack Web API call made by the outbox worker: its timeout, its outcome, its metric.
 
 `call` awaits a request and turns everything that can go wrong into a
 `Failure` the outbox knows how to schedule: ``ratelimited`` (HTTP 429 or

@@ -24,7 +24,10 @@ LEASE = "3"  # the bot's call timeout is half of it: 1.5 s
 KILLS = 3
 EXPECTED = 8  # two critical incidents: each a root, an intro, the playbook and level 1
 POST = "chat.postMessage"
-POSTS_ENQUEUED = f"SELECT count(*) FROM outbox WHERE method = '{POST}'"
+# Slack's rows only: other outputs (email, PagerDuty) share the table.
+SLACK_POSTS = f"FROM outbox WHERE output = 'slack' AND method = '{POST}'"
+POSTS_ENQUEUED = f"SELECT count(*) {SLACK_POSTS}"
+SLACK_UNSENT = "SELECT count(*) FROM outbox WHERE output = 'slack' AND state <> 'sent'"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -67,10 +70,7 @@ def test_killed_three_times_mid_post_every_message_exactly_once(database_url: st
             slack.answer_slowly(0)
 
             slack.wait_for(lambda: len(slack.messages(CHANNEL)) >= EXPECTED, timeout=40)
-            slack.wait_for(
-                lambda: bot.scalar("SELECT count(*) FROM outbox WHERE state <> 'sent'") == 0,
-                timeout=20,
-            )
+            slack.wait_for(lambda: bot.scalar(SLACK_UNSENT) == 0, timeout=20)
             time.sleep(1.5)  # a late duplicate would show up by now
         finally:
             bot.stop()
@@ -87,9 +87,7 @@ def test_killed_three_times_mid_post_every_message_exactly_once(database_url: st
         assert sorted(ts for (ts,) in root_ts) == sorted(root.ts for root in roots)
 
         # Each killed post was found (by its metadata) and adopted, not posted again.
-        sent = stored(
-            database_url, f"SELECT attempts, result_ts FROM outbox WHERE method = '{POST}'"
-        )
+        sent = stored(database_url, f"SELECT attempts, result_ts {SLACK_POSTS}")
         assert len(sent) == EXPECTED
         # Every post that was not turned away with a 429 made one message: none sent twice.
         assert len([c for c in slack.calls(POST) if c.status != 429]) == EXPECTED

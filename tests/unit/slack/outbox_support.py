@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from fakes.slack import FakeSlack
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.outbox import OutboxWorker
+from bot.slack.outbox_worker import OutboxWorker
 from bot.store.models import Incident, OutboxMessage
+from tests.fakes.slack import FakeSlack
 
 
 def slack_client(slack: FakeSlack) -> AsyncWebClient:
@@ -56,9 +57,24 @@ def incident_row(engine: sa.Engine, incident_id: int) -> Incident:
 
 
 def all_done(engine: sa.Engine) -> bool:
-    """No outbox row is pending any more."""
-    return all(row.state != "pending" for row in outbox_rows(engine))
+    """No Slack outbox row is pending any more (other outputs' rows are not the worker's)."""
+    return all(row.state != "pending" for row in outbox_rows(engine) if row.output == "slack")
 
 
 def section(text: str) -> list[dict[str, Any]]:
     return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+
+
+def assert_each_once(slack: FakeSlack, expected: list[str]) -> None:
+    counts = Counter(slack.texts())
+    assert counts == Counter(expected), counts
+
+
+async def drain(worker: OutboxWorker, engine: sa.Engine, within: float = 10) -> None:
+    """Call deliver_due until nothing is pending (sleeping through pacing/backoff)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not all_done(engine):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("outbox not drained")
+        if not await worker.deliver_due():
+            await asyncio.sleep(0.02)

@@ -1,4 +1,7 @@
-"""The outbox against the fake Slack over HTTP, on SQLite and PostgreSQL."""
+"""The Slack delivery worker against the fake Slack over HTTP, on SQLite and PostgreSQL.
+
+Failures and retries, replicas sharing a database, and pacing.
+"""
 
 from __future__ import annotations
 
@@ -8,188 +11,22 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
-from fakes.slack import FakeSlack
-from outbox_support import (
+
+from bot.slack.outbox import enqueue_message, enqueue_root_post, enqueue_thread_reply
+from bot.slack.outbox_worker import OutboxWorker
+from bot.store.db import make_engine
+from bot.store.repository import Repository
+from tests.fakes.slack import FakeSlack
+from tests.unit.slack.outbox_support import (
     all_done,
-    incident_row,
+    assert_each_once,
+    drain,
     make_worker,
     outbox_rows,
     running,
     section,
     slack_client,
 )
-
-from bot.slack.outbox import (
-    OutboxWorker,
-    enqueue_message,
-    enqueue_root_post,
-    enqueue_root_update,
-    enqueue_thread_reply,
-)
-from bot.store.db import make_engine
-from bot.store.repository import Repository
-
-
-def assert_each_once(slack: FakeSlack, expected: list[str]) -> None:
-    counts = Counter(slack.texts())
-    assert counts == Counter(expected), counts
-
-
-async def drain(worker: OutboxWorker, engine: sa.Engine, within: float = 10) -> None:
-    """Call deliver_due until nothing is pending (sleeping through pacing/backoff)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not all_done(engine):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("outbox not drained")
-        if not await worker.deliver_due():
-            await asyncio.sleep(0.02)
-
-
-# -- threads and ordering ------------------------------------------------------
-
-
-async def test_root_then_replies_land_in_order_in_one_thread(
-    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
-) -> None:
-    slack.post_rate, slack.post_burst = 20, 5
-    incident = new_incident()
-    with repo.session() as s:
-        enqueue_root_post(s, incident, "C1", "root", section("root"))
-        for i in range(3):
-            enqueue_thread_reply(s, incident, "C1", f"reply {i}")
-
-    async with running(make_worker(engine, slack, rate_per_channel=20, burst=3)):
-        await slack.wait_for_async(lambda: len(slack.messages("C1")) == 4)
-
-    (root,) = slack.roots("C1")
-    assert root.text == "root"
-    assert root.blocks == section("root")
-    assert [m.text for m in slack.thread("C1", root.ts)] == ["reply 0", "reply 1", "reply 2"]
-    stored = incident_row(engine, incident)
-    assert (stored.slack_channel, stored.slack_root_ts) == ("C1", root.ts)
-    rows = outbox_rows(engine)
-    assert [r.state for r in rows] == ["sent"] * 4
-    assert [r.attempts for r in rows] == [1] * 4
-    assert all(r.result_ts for r in rows)
-
-
-async def test_reply_enqueued_before_the_root_waits_without_blocking_others(
-    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
-) -> None:
-    waiting, other = new_incident(), new_incident()
-    with repo.session() as s:
-        # The channel may be unknown until the root is posted.
-        enqueue_thread_reply(s, waiting, None, "early reply")
-    with repo.session() as s:
-        enqueue_root_post(s, other, "C2", "other root", section("other"))
-        enqueue_thread_reply(s, other, "C2", "other reply")
-
-    worker = make_worker(engine, slack)
-    for _ in range(3):
-        await worker.deliver_due()
-    assert slack.texts("C2") == ["other root", "other reply"]
-    early = next(r for r in outbox_rows(engine) if r.payload["text"] == "early reply")
-    assert (early.state, early.attempts, early.last_error) == ("pending", 0, None)
-
-    with repo.session() as s:
-        enqueue_root_post(s, waiting, "C1", "late root", section("late"))
-    await drain(worker, engine)
-
-    (root,) = slack.roots("C1")
-    assert root.text == "late root"
-    assert [m.text for m in slack.thread("C1", root.ts)] == ["early reply"]
-    assert slack.ratelimited_count == 0
-
-
-# -- coalescing ----------------------------------------------------------------
-
-
-async def test_quick_root_updates_are_coalesced_and_the_last_one_wins(
-    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
-) -> None:
-    incident = new_incident()
-    with repo.session() as s:
-        enqueue_root_post(s, incident, "C1", "v-root", section("v-root"))
-    async with running(make_worker(engine, slack)):
-        await slack.wait_for_async(lambda: slack.roots("C1"))
-        for i in range(10):  # ten state changes, ten transactions
-            with repo.session() as s:
-                enqueue_root_update(s, incident, "C1", f"v{i}", section(f"v{i}"))
-        await slack.wait_for_async(lambda: slack.roots("C1")[0].text == "v9" and all_done(engine))
-
-    (root,) = slack.roots("C1")
-    assert root.blocks == section("v9")
-    assert 1 <= len(slack.calls("chat.update")) <= 2
-    assert root.edit_count == len(slack.calls("chat.update"))
-    assert slack.ratelimited_count == 0
-
-
-async def test_updates_coalesce_into_a_pending_root_post(
-    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
-) -> None:
-    incident = new_incident()
-    with repo.session() as s:
-        enqueue_root_post(s, incident, "C1", "v0", section("v0"))
-    for i in range(1, 6):
-        with repo.session() as s:
-            enqueue_root_update(s, incident, "C1", f"v{i}", section(f"v{i}"))
-    assert len(outbox_rows(engine)) == 1
-
-    await drain(make_worker(engine, slack), engine)
-
-    (root,) = slack.roots("C1")
-    assert (root.text, root.blocks, root.edit_count) == ("v5", section("v5"), 0)
-    assert slack.calls("chat.update") == []
-
-
-async def test_update_after_the_root_was_claimed_gets_its_own_row(
-    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
-) -> None:
-    incident = new_incident()
-    slack.hold_next(1, method="chat.postMessage")  # the root post is in flight...
-    with repo.session() as s:
-        enqueue_root_post(s, incident, "C1", "v0", section("v0"))
-    async with running(make_worker(engine, slack)):
-        await slack.wait_for_async(lambda: slack.held_count == 1)
-        with repo.session() as s:  # ...so this must not touch its payload
-            enqueue_root_update(s, incident, "C1", "v1", section("v1"))
-        assert [r.method for r in outbox_rows(engine)] == ["chat.postMessage", "chat.update"]
-        slack.release()
-        await slack.wait_for_async(lambda: all_done(engine))
-
-    (root,) = slack.roots("C1")
-    assert (root.text, root.edit_count) == ("v1", 1)
-    assert root.edits == [{"text": "v0", "blocks": section("v0")}]
-
-
-# -- durability of the enqueue --------------------------------------------------
-
-
-async def test_enqueue_is_part_of_the_callers_transaction(
-    engine: sa.Engine, repo: Repository, slack: FakeSlack
-) -> None:
-    with pytest.raises(RuntimeError), repo.session() as s:
-        enqueue_message(s, "C1", "never")
-        raise RuntimeError("the state change failed")
-    assert outbox_rows(engine) == []
-    assert await make_worker(engine, slack).deliver_due() == 0
-    assert slack.calls() == []
-
-
-async def test_commit_wakes_a_worker_in_this_process(
-    engine: sa.Engine, repo: Repository, slack: FakeSlack
-) -> None:
-    def enqueue() -> None:  # as the app does: a repository call in a worker thread
-        with repo.session() as s:
-            enqueue_message(s, "C1", "fast")
-
-    async with running(make_worker(engine, slack, poll_interval=30)):
-        await asyncio.sleep(0.2)  # the worker is idle, sleeping for 30 s
-        started = asyncio.get_running_loop().time()
-        await asyncio.to_thread(enqueue)
-        await slack.wait_for_async(lambda: slack.texts("C1") == ["fast"], timeout=3)
-        assert asyncio.get_running_loop().time() - started < 2
-
 
 # -- failures ------------------------------------------------------------------
 

@@ -16,18 +16,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
-from fakes.slack import FakeSlack
-from outbox_support import all_done, make_worker, outbox_rows, running, section
 
 from bot.slack.outbox import enqueue_root_post, enqueue_thread_reply
 from bot.store.repository import Repository
+from tests.fakes.slack import FakeSlack
+from tests.unit.slack.outbox_support import all_done, make_worker, outbox_rows, running, section
 
 LEASE_SECONDS = 1.5  # the killed worker's claims expire this fast
 
 WORKER_SCRIPT = f"""
 import asyncio, sys
 from slack_sdk.web.async_client import AsyncWebClient
-from bot.slack.outbox import OutboxWorker
+from bot.slack.outbox_worker import OutboxWorker
 from bot.store.db import make_engine
 
 database_url, api_url, token = sys.argv[1:4]

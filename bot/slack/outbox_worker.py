@@ -1,0 +1,367 @@
+"""The Slack delivery worker: sends the ``output = 'slack'`` outbox rows, paced, once.
+
+`bot.slack.outbox` enqueues rows in the caller's transaction; `OutboxWorker`
+(one per process; replicas may share a database) delivers them, asking
+`bot.slack.outbox_store.OutboxStore` which rows are due and recording there
+how each call went. Rows of other outputs are never loaded or claimed.
+
+Guarantees and how they are kept:
+
+* **Once, across replicas.** A worker *claims* a row with a compare-and-set
+  ``UPDATE ... SET attempts = attempts + 1, next_attempt_at = now + lease
+  WHERE id = ? AND output = 'slack' AND state = 'pending' AND attempts = <seen>
+  AND next_attempt_at <= now`` and only the winner sends it. The payload is
+  read *after* the claim, in the claim's transaction, so a coalesced payload
+  committed before the claim is the one sent. A crashed worker's claim expires
+  after ``lease_seconds`` and the row is retried.
+* **Order.** Per incident, a pending root post goes first; the other rows go
+  in id order and only once ``incidents.slack_root_ts`` exists. Across
+  incidents of a paced channel, root posts go before replies and updates
+  (PagerDuty's first), so a new incident shows up before details of old ones.
+  Only the head row of an incident is ever eligible, so a reply never
+  overtakes the root or an earlier reply, an edit never overtakes the reply it
+  edits, and a row in backoff holds back its incident only. Messages without
+  an incident are ordered per channel the same way.
+* **Edits.** An edit row (``edit:<key>``) is a chat.update of the newest
+  reply of its incident keyed ``<key>`` enqueued before it; by the time the
+  edit is the head, that reply is sent or failed. If it failed, or no such
+  reply exists, the edit fails at once (``last_error`` says which).
+* **Pacing.** A token bucket per channel (default 1/s, burst 2), per process.
+  HTTP 429 blocks the channel for ``Retry-After`` and returns the row to the
+  queue without counting an attempt.
+* **Failures.** HTTP 5xx, network errors, timeouts and Slack's transient
+  error codes back off exponentially (with jitter, capped); other
+  ``ok: false`` errors (``channel_not_found``, ``invalid_blocks``,
+  ``msg_too_long``, ...) fail the row at once; after ``max_attempts`` it fails too.
+* **Exactly once into Slack.** Slack has no idempotency key for
+  chat.postMessage, so every post carries message metadata naming its row
+  (``event_type: nexus_delivery``, ``delivery_id``, ``enqueued_at``; see
+  `bot.slack.delivery_lookup`), and the claim records ``first_attempt_at``. A
+  post claimed again (``attempts > 1``: the earlier attempt timed out, lost its
+  connection, got a 5xx, or its worker died and the lease ran out) is first
+  looked for with conversations.history (conversations.replies for a thread
+  reply) from ``first_attempt_at`` on, metadata included; if found, its ts is
+  recorded as if the post had just succeeded (a root's becomes
+  ``incidents.slack_root_ts``) and nothing is posted. A 429 or network error
+  on the look-up is handled like one on the post. chat.update retries (root
+  updates, edits) are harmless and are not looked up.
+
+Known window, now small: the look-up cannot run (no ``channels:history`` /
+``groups:history`` scope, the channel not readable: a permanent error, logged as
+``outbox_lookup_failed``) or gives up after ``MAX_PAGES`` pages of newer
+messages (``outbox_lookup_gave_up``); the message is then posted again and may
+appear twice. Slack's clock may run up to ``CLOCK_SKEW`` behind ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import random
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack import slack_calls
+from bot.slack.delivery_lookup import Found, find_delivery
+from bot.slack.outbox_rows import POST, UPDATE
+from bot.slack.outbox_store import Candidate, Claimed, OutboxStore, Success
+from bot.slack.slack_calls import Failure
+from bot.store.outage import OutageLog
+from bot.timeline.pacing import TokenBucket, backoff_delay
+
+__all__ = ["OutboxWorker", "wake_local_workers"]
+
+log = structlog.get_logger("bot.slack.outbox")
+
+# Workers running in this process; woken after an enqueueing transaction commits.
+_LOCAL_WORKERS: weakref.WeakSet[OutboxWorker] = weakref.WeakSet()
+
+
+def wake_local_workers() -> None:
+    """Make every worker of this process look for work now (from any thread)."""
+    for worker in list(_LOCAL_WORKERS):
+        worker.wake()
+
+
+class OutboxWorker:
+    """Delivers Slack outbox rows; run one per process (replicas may share a database)."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        client: AsyncWebClient,
+        *,
+        rate_per_channel: float = 1.0,
+        burst: int = 2,
+        max_attempts: int = 25,
+        poll_interval: float = 0.25,
+        lease_seconds: float = 60,
+        backoff_cap: float = 60,
+        backoff_base: float = 1.0,
+        call_timeout: float = 30.0,
+    ) -> None:
+        if rate_per_channel <= 0 or burst < 1:
+            raise ValueError("rate_per_channel must be > 0 and burst >= 1")
+        if call_timeout >= lease_seconds:
+            # Otherwise a slow call could outlive its claim and be sent twice.
+            raise ValueError("call_timeout must be shorter than lease_seconds")
+        self.engine = engine
+        # Our own copy without retry handlers: we handle 429s and errors ourselves.
+        self.client = copy.copy(client)
+        self.client.retry_handlers = []
+        self.rate_per_channel = rate_per_channel
+        self.burst = burst
+        self.max_attempts = max_attempts
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        self.backoff_cap = backoff_cap
+        self.backoff_base = backoff_base
+        self.call_timeout = call_timeout
+        self._store = OutboxStore(
+            engine, max_attempts=max_attempts, lease_seconds=lease_seconds, backoff=self._backoff
+        )
+
+        self._paces: dict[str, TokenBucket] = {}
+        self._pass_lock = asyncio.Lock()
+        self._unrecorded: dict[int, Success] = {}
+        self._next_due: float | None = None  # monotonic time something becomes sendable
+        self._random = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_event: asyncio.Event | None = None
+        self._stopping = False
+        self._database = OutageLog("outbox")
+        self._run_task: asyncio.Task[None] | None = None
+        self._stopped: asyncio.Event | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until `stop`; errors are logged and retried, never raised.
+
+        A `stop` that came before ``run`` got going makes it return at once.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._wake_event = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._run_task = asyncio.current_task()
+        _LOCAL_WORKERS.add(self)
+        failures = 0
+        log.info("outbox_worker_started", rate_per_channel=self.rate_per_channel, burst=self.burst)
+        try:
+            while not self._stopping:
+                self._wake_event.clear()
+                try:
+                    sent = await self.deliver_due()
+                    failures = 0
+                    self._database.ok()
+                except Exception as exc:
+                    failures += 1
+                    pause = min(
+                        self.backoff_cap, self.poll_interval * float(2 ** min(failures, 16))
+                    )
+                    if isinstance(exc, sa.exc.SQLAlchemyError):
+                        self._database.failed(exc)  # once per outage, not once per pass
+                    else:
+                        log.exception("outbox_pass_failed", failures=failures, retry_in=pause)
+                    await self._sleep(pause)
+                    continue
+                if sent:
+                    await asyncio.sleep(0)
+                    continue
+                await self._sleep(self._wait_time())
+        finally:
+            _LOCAL_WORKERS.discard(self)
+            self._stopping = False  # may run again
+            self._run_task = None
+            self._stopped.set()
+            log.info("outbox_worker_stopped")
+
+    def wake(self) -> None:
+        """Look for work now. Thread-safe; enqueuers call it after committing."""
+        loop, event = self._loop, self._wake_event
+        if loop is None or event is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closing
+            loop.call_soon_threadsafe(event.set)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Finish the call in flight (up to ``grace``, default call_timeout + 5 s), then stop."""
+        self._stopping = True
+        self.wake()
+        task, stopped = self._run_task, self._stopped
+        if task is None or stopped is None or task is asyncio.current_task():
+            return
+        try:
+            await asyncio.wait_for(stopped.wait(), grace or self.call_timeout + 5)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sleep(self, seconds: float) -> None:
+        event = self._wake_event
+        if event is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), max(0.0, seconds))
+
+    def _wait_time(self) -> float:
+        wait = self.poll_interval
+        if self._next_due is not None:
+            wait = min(wait, max(0.0, self._next_due - time.monotonic()))
+        return wait
+
+    # -- one pass ------------------------------------------------------------
+
+    async def deliver_due(self) -> int:
+        """Send every row that is due and allowed by pacing; return how many were sent."""
+        async with self._pass_lock:
+            self._next_due = None
+            if self._unrecorded:
+                await asyncio.to_thread(self._record_unrecorded)
+            candidates = await asyncio.to_thread(self._load_candidates)
+            by_channel: dict[str, list[Candidate]] = {}
+            for cand in candidates:
+                by_channel.setdefault(cand.channel, []).append(cand)
+            results = await asyncio.gather(
+                *(self._drain_channel(ch, cands) for ch, cands in by_channel.items()),
+                return_exceptions=True,
+            )
+            sent = 0
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+                sent += result
+            return sent
+
+    def _load_candidates(self) -> list[Candidate]:
+        due = self._store.due(skip=self._unrecorded)
+        if due.next_in is not None:
+            self._note_due(time.monotonic() + due.next_in)
+        return due.candidates
+
+    def _note_due(self, at: float) -> None:
+        if self._next_due is None or at < self._next_due:
+            self._next_due = at
+
+    def _pace(self, channel: str) -> TokenBucket:
+        pace = self._paces.get(channel)
+        if pace is None:
+            pace = self._paces[channel] = TokenBucket(
+                self.rate_per_channel, self.burst, time.monotonic()
+            )
+        return pace
+
+    async def _drain_channel(self, channel: str, candidates: list[Candidate]) -> int:
+        sent = 0
+        pace = self._pace(channel)
+        for cand in candidates:
+            if self._stopping:
+                break
+            now = time.monotonic()
+            ready_at = pace.ready_at(now)
+            if ready_at > now:
+                self._note_due(ready_at)
+                break
+            claimed = await asyncio.to_thread(self._store.claim, cand)
+            if claimed is None:
+                continue
+            # Spend the token now, not before the claim: Slack counts arrivals,
+            # and a slow claim must not bunch two calls closer than the pace.
+            pace.spend(time.monotonic())
+            outcome = await self._send(claimed)
+            if isinstance(outcome, Success):
+                await self._record_success(outcome)
+                sent += 1
+                continue
+            await asyncio.to_thread(self._store.record_failure, claimed, outcome)
+            if outcome.kind == "ratelimited":
+                pace.block(time.monotonic(), outcome.retry_after)
+                self._note_due(time.monotonic() + outcome.retry_after)
+                break
+        return sent
+
+    async def _record_success(self, success: Success) -> None:
+        try:
+            await asyncio.to_thread(self._store.record_success, success)
+        except Exception:
+            # Slack has it; keep retrying the write so the lease never re-sends it.
+            self._unrecorded[success.claimed.id] = success
+            log.exception("outbox_record_failed", outbox_id=success.claimed.id)
+
+    def _record_unrecorded(self) -> None:
+        for row_id, success in list(self._unrecorded.items()):
+            self._store.record_success(success)
+            del self._unrecorded[row_id]
+
+    def _backoff(self, attempts: int) -> float:
+        return backoff_delay(attempts, self.backoff_base, self.backoff_cap, self._random)
+
+    # -- Slack ---------------------------------------------------------------
+
+    async def _send(self, claimed: Claimed) -> Success | Failure:
+        kwargs = claimed.kwargs
+        if claimed.method == UPDATE:
+            answer = await slack_calls.call(
+                UPDATE, self.client.chat_update(**kwargs), self.call_timeout, outbox_id=claimed.id
+            )
+            return self._answered(claimed, answer)
+        if claimed.attempts > 1:
+            # An earlier attempt may have reached Slack: adopt its message if so.
+            found = await self._look_up(claimed)
+            if found is not None:
+                return found
+        answer = await slack_calls.call(
+            POST,
+            self.client.chat_postMessage(**kwargs, metadata=claimed.delivery.metadata()),
+            self.call_timeout,
+            outbox_id=claimed.id,
+        )
+        return self._answered(claimed, answer)
+
+    def _answered(self, claimed: Claimed, answer: Mapping[str, Any] | Failure) -> Success | Failure:
+        if isinstance(answer, Failure):
+            return answer
+        ts, channel = answer.get("ts"), answer.get("channel")
+        log.debug("outbox_sent", outbox_id=claimed.id, method=claimed.method, ts=ts)
+        return Success(
+            claimed,
+            ts=str(ts) if ts is not None else None,
+            channel=str(channel) if channel else None,
+        )
+
+    async def _look_up(self, claimed: Claimed) -> Success | Failure | None:
+        """The earlier attempt's message if Slack has it; a Failure to retry the
+        look-up later (429, network); None to post."""
+        kwargs = claimed.kwargs
+        fields = {"outbox_id": claimed.id, "incident_id": claimed.incident_id}
+        result = await find_delivery(
+            self.client,
+            claimed.delivery,
+            channel=kwargs["channel"],
+            thread_ts=kwargs.get("thread_ts"),
+            # Rows claimed before first_attempt_at existed: enqueueing came first.
+            since=claimed.first_attempt_at or claimed.created_at,
+            call_timeout=self.call_timeout,
+            # The post that may follow must still end within the lease.
+            deadline=claimed.claimed_at + self.lease_seconds - self.call_timeout,
+        )
+        if isinstance(result, Found):
+            log.info("outbox_adopted", ts=result.ts, attempts=claimed.attempts, **fields)
+            return Success(claimed, ts=result.ts, channel=kwargs["channel"], adopted=True)
+        if isinstance(result, Failure):
+            if result.kind != "permanent":
+                return result
+            # missing_scope, not_in_channel...: cannot look, so post (maybe twice).
+            log.warning("outbox_lookup_failed", error=result.error, **fields)
+        elif not result.complete:
+            log.warning("outbox_lookup_gave_up", pages=result.pages, **fields)
+        return None
