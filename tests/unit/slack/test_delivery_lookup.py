@@ -12,16 +12,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
-from fakes.slack import FakeSlack
-from outbox_support import (
-    all_done,
-    incident_row,
-    make_worker,
-    outbox_rows,
-    running,
-    section,
-    slack_client,
-)
 
 from bot.slack.delivery_lookup import (
     CLOCK_SKEW,
@@ -35,6 +25,16 @@ from bot.slack.outbox import enqueue_message, enqueue_root_post, enqueue_thread_
 from bot.slack.slack_calls import Failure
 from bot.store.models import utcnow
 from bot.store.repository import Repository
+from tests.fakes.slack import FakeSlack
+from tests.unit.slack.outbox_support import (
+    all_done,
+    incident_row,
+    make_worker,
+    outbox_rows,
+    running,
+    section,
+    slack_client,
+)
 
 POST = "chat.postMessage"
 HISTORY = "conversations.history"
