@@ -32,7 +32,7 @@ from bot.slack.thread_output import SlackThreadOutput
 from bot.store.repository import Repository
 from bot.timeline.events import Kind
 from bot.timeline.queue import Sender
-from bot.timeline.recorder import Output, Timeline
+from bot.timeline.recorder import Output, Timeline, read_timeline
 
 
 @dataclass
@@ -49,10 +49,23 @@ class Core:
     def report_delivery_problem(
         self, session: Session, incident_id: int | None, output: str, report: Mapping[str, Any]
     ) -> None:
-        """A refused email (and the like) becomes a timeline event, once, with the row's fate."""
+        """A refused email (and the like) becomes a timeline event with the row's fate.
+
+        Each refused address is reported once per incident: the second update
+        to a dead mailbox must not add a second warning to the thread.
+        """
         if incident_id is None:
             return
         facts = {k: v for k, v in report.items() if k != "output"}
+        recipients = dict(facts.get("recipients") or {})
+        if recipients:
+            for earlier in read_timeline(session, incident_id):
+                if earlier.kind == Kind.DELIVERY_PROBLEM and earlier.fact("output") == output:
+                    for address in earlier.fact("recipients", {}) or {}:
+                        recipients.pop(address, None)
+            if not recipients:
+                return
+            facts["recipients"] = recipients
         self.timeline.record(
             session, incident_id, Kind.DELIVERY_PROBLEM, "nexus-bot", output=output, **facts
         )

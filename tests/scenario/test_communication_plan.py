@@ -31,6 +31,7 @@ from tests.unit.notify.notify_support import BoundController, Recorder
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 STAKEHOLDERS = ["cto@nexus.test", "team-leads@nexus.test"]
+GONE = "left-the-company@nexus.test"  # refused by the SMTP server: reported once
 COMMANDER_EMAIL = "platform-lead@nexus.test"
 COMMS_EMAIL = "product@nexus.test"
 
@@ -41,7 +42,7 @@ def communication_config(folder: Path) -> Path:
         "commander": {"slack": ["U0LEAD"], "email": [COMMANDER_EMAIL]},
         "tech-lead": {"slack": ["U0DEVOPS"], "email": []},
         "comms": {"slack": ["U0PM"], "email": [COMMS_EMAIL]},
-        "stakeholders": {"slack": [], "email": STAKEHOLDERS},
+        "stakeholders": {"slack": [], "email": [*STAKEHOLDERS, GONE]},
     }
     config["updates"] = {"remind_after": "2s"}
     config["approvals"]["expire_after"] = "10s"
@@ -96,7 +97,7 @@ class Stage:
 
 @pytest.fixture
 def stage(postgres_url: str, tmp_path: Path) -> Iterator[Stage]:
-    recorder = Recorder()
+    recorder = Recorder(refuse={GONE: "550 5.1.1 No such user"})
     smtp = BoundController(recorder)
     smtp.start()
     config = communication_config(tmp_path)
@@ -169,6 +170,11 @@ def test_roles_updates_email_reminders_reopen_and_expiry(stage: Stage) -> None:
     for received in updates:
         assert sorted(received.rcpt_tos) == everyone
     identified, monitoring = (u.message for u in updates)
+    assert GONE in identified["To"]  # addressed, refused at RCPT by the server
+    # The refused address is said once in the thread, although two updates bounced.
+    stage.wait_reply(f"was refused for {GONE}")
+    time.sleep(1)
+    assert sum(GONE in t for t in stage.thread_texts()) == 1
     assert "Identified" in identified["Subject"] and "#1" in identified["Subject"]
     body = identified.get_body(("plain",))
     assert body is not None and "Bad anchor v37 reverted" in body.get_content()
