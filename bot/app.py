@@ -127,6 +127,10 @@ def create_app(
                 await outbox.stop()
             if deliveries is not None:
                 await deliveries.stop()
+            for sender in core.senders.values():
+                close = getattr(sender, "close", None)
+                if close is not None:  # HTTP clients (PagerDuty) hold connections
+                    await asyncio.to_thread(close)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,7 +2,7 @@
 
 Rows come from `bot.timeline.queue.enqueue`; each names its ``output`` and the
 worker hands it to that output's `Sender`. Slack's rows (``output = 'slack'``)
-are `bot.slack.outbox`'s: its thread ordering and look-ups are its own. The
+are `bot.slack.outbox_worker`'s: its thread ordering and look-ups are its own. The
 guarantees are that worker's, for any output:
 
 * **Once, across replicas.** A row is *claimed* with a compare-and-set
@@ -121,7 +121,7 @@ class DeliveryWorker:
         backoff_cap: float = 300,
     ) -> None:
         if SLACK_OUTPUT in senders:
-            raise ValueError("Slack rows are delivered by bot.slack.outbox.OutboxWorker")
+            raise ValueError("Slack rows are delivered by bot.slack.outbox_worker.OutboxWorker")
         for output, sender in senders.items():
             if sender.rate <= 0 or sender.burst < 1:
                 raise ValueError(f"sender {output!r}: rate must be > 0 and burst >= 1")

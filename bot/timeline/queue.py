@@ -1,7 +1,7 @@
 """The durable delivery queue shared by every output (the ``outbox`` table).
 
 An output enqueues a row in the transaction of the event it renders; a
-delivery worker (`bot.timeline.delivery` for most outputs, `bot.slack.outbox`
+delivery worker (`bot.timeline.delivery` for most outputs, `bot.slack.outbox_worker`
 for Slack, whose thread ordering is its own) sends it later with pacing,
 retries, backoff and ``Retry-After``, exactly once across replicas (a
 compare-and-set claim with a lease). Rows are ordered per (output, incident):

@@ -280,6 +280,57 @@ def test_mention_in_an_incident_thread_acts_on_it(bot: BotProcess, slack: FakeSl
     assert len(slack.ephemeral()) == 1
 
 
+def mention(channel: str, thread_ts: str, text: str, event_id: str) -> dict[str, Any]:
+    return {
+        "token": "x",
+        "team_id": "T0FAKE000",
+        "api_app_id": "A0NEXUS",
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(time.time()),
+        "event": {
+            "type": "app_mention",
+            "user": "U0ALICE",
+            "text": text,
+            "ts": f"{time.time():.6f}",
+            "channel": channel,
+            "thread_ts": thread_ts,
+            "event_ts": f"{time.time():.6f}",
+        },
+    }
+
+
+def test_the_communication_commands_work_as_mentions_in_the_thread(
+    bot: BotProcess, slack: FakeSlack
+) -> None:
+    """Slash commands cannot run in threads: `@nexus role|update|note|timeline` can,
+    with the same parser and the same answers, the incident taken from the thread."""
+    bot.alertmanager(load("alertmanager-frenly-ai.json"))
+    root = slack.wait_for(lambda: slack.roots(CHANNEL))[0]
+    said = [
+        ("<@U0FAKEBOT> role comms <@U0NEWPM|nina>", "Role comms reassigned."),
+        ('<@U0FAKEBOT|nexus> update identified "Bad anchor v37 reverted"', "update posted"),
+        ("<@U0FAKEBOT> note checked the <@U0BOB> dashboards", "Note added."),
+        ("<@U0FAKEBOT> update sideways nothing", "unknown status"),
+        ("<@U0FAKEBOT> timeline", "Timeline of #1"),
+    ]
+    for n, (text, answer) in enumerate(said, 1):
+        assert (
+            bot.slack(json_body=mention(CHANNEL, root.ts, text, f"Ev0COMMS{n}")).status_code == 200
+        )
+        slack.wait_for(lambda n=n: len(slack.ephemeral()) >= n, timeout=15)
+        assert answer in slack.ephemeral()[n - 1]["text"], slack.ephemeral()[n - 1]
+    timeline = slack.ephemeral()[-1]["text"]
+    assert "Communications → <@U0NEWPM>" in timeline
+    assert "public update (identified): Bad anchor v37 reverted" in timeline
+    assert "note: checked the" in timeline
+    for needle in ("made <@U0NEWPM> *Communications*", "Public update — Identified"):
+        slack.wait_for(
+            lambda needle=needle: any(needle in (m.text or "") for m in thread_of(slack, root.ts)),
+            timeout=15,
+        )
+
+
 def test_buttons_acknowledge_once_and_request_remediation(
     bot: BotProcess, slack: FakeSlack
 ) -> None:
