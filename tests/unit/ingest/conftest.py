@@ -5,6 +5,9 @@ Slack. Starting one takes seconds, so a module shares it: tests use their own
 group keys, fingerprints and incident ids, and read the bot's inbox table
 directly, as an operator would. Its log is read as it is written, so a test can
 look at it and a chatty bot never blocks on a full pipe.
+
+The inbox tests (test_inbox.py) use the migrated `engine` (tests/conftest.py)
+and `race`, as the store tests do.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +28,27 @@ from bot.store.db import make_engine
 from tests.fakes.slack import FakeSlack
 from tests.support.bot_process import BotProcess
 from tests.support.postgres import drop_database
+
+T = TypeVar("T")
+
+
+def _race(workers: int, fn: Callable[[int], T]) -> list[T]:
+    """Run fn(i) in `workers` threads released at the same instant; re-raise any error."""
+    barrier = threading.Barrier(workers)
+
+    def run(i: int) -> T:
+        barrier.wait()
+        return fn(i)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run, i) for i in range(workers)]
+        return [f.result() for f in futures]
+
+
+@pytest.fixture
+def race() -> Callable[[int, Callable[[int], T]], list[T]]:
+    """``race(n, fn)``: call fn(0..n-1) concurrently, all released together."""
+    return _race
 
 
 @dataclass
