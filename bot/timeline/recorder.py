@@ -30,7 +30,9 @@ class Output(Protocol):
 
 class Timeline:
     def __init__(self, outputs: Iterable[Output] = ()) -> None:
-        self._outputs: list[Output] = list(outputs)
+        self._outputs: list[Output] = []
+        for output in outputs:
+            self.register(output)  # one per name: a second would deliver every event twice
 
     @property
     def outputs(self) -> Sequence[Output]:

@@ -368,3 +368,14 @@ def test_read_timeline_sees_the_callers_uncommitted_events(repo: Repository) -> 
         event = Timeline().record(s, number, Kind.NOTE_ADDED, "U0A", text="draft")
         assert read_timeline(s, number) == [event]
         assert read_timeline(s, empty) == []
+
+
+def test_the_constructor_refuses_two_outputs_of_one_name() -> None:
+    class Named:
+        name = "email"
+
+        def on_event(self, session: Session, event: Event) -> None:
+            raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="registered already"):
+        Timeline([Named(), Named()])
