@@ -47,8 +47,9 @@ from bot.slack.outbox_rows import (
     update_key,
 )
 from bot.slack.outbox_store import pending_count
-from bot.slack.outbox_worker import OutboxWorker, wake_local_workers
+from bot.slack.outbox_worker import OutboxWorker
 from bot.store.models import OutboxMessage, utcnow
+from bot.timeline.queue import wake_after_commit
 
 __all__ = [
     "OutboxWorker",
@@ -60,7 +61,6 @@ __all__ = [
     "pending_count",
 ]
 
-_WAKE_KEY = "nexus_outbox_wake_pending"
 ROOT_EDIT_INTERVAL = timedelta(seconds=3)
 
 
@@ -263,14 +263,4 @@ def enqueue_message(
 
 
 def _wake_after_commit(session: Session) -> None:
-    """Wake this process's workers once the enqueueing transaction commits
-    (not before: they would find nothing), once per transaction."""
-    if session.info.get(_WAKE_KEY):
-        return
-    session.info[_WAKE_KEY] = True
-
-    def on_commit(s: Session) -> None:
-        s.info.pop(_WAKE_KEY, None)
-        wake_local_workers()
-
-    sa.event.listen(session, "after_commit", on_commit, once=True)
+    wake_after_commit(session, OUTPUT)

@@ -56,11 +56,9 @@ appear twice. Slack's clock may run up to ``CLOCK_SKEW`` behind ours.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import random
 import time
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,27 +68,18 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import slack_calls
 from bot.slack.delivery_lookup import Found, find_delivery
-from bot.slack.outbox_rows import POST, UPDATE
+from bot.slack.outbox_rows import OUTPUT, POST, UPDATE
 from bot.slack.outbox_store import Candidate, Claimed, OutboxStore, Success
 from bot.slack.slack_calls import Failure
-from bot.store.outage import OutageLog
 from bot.timeline.pacing import TokenBucket, backoff_delay
+from bot.timeline.worker_loop import PassLoop
 
-__all__ = ["OutboxWorker", "wake_local_workers"]
+__all__ = ["OutboxWorker"]
 
 log = structlog.get_logger("bot.slack.outbox")
 
-# Workers running in this process; woken after an enqueueing transaction commits.
-_LOCAL_WORKERS: weakref.WeakSet[OutboxWorker] = weakref.WeakSet()
 
-
-def wake_local_workers() -> None:
-    """Make every worker of this process look for work now (from any thread)."""
-    for worker in list(_LOCAL_WORKERS):
-        worker.wake()
-
-
-class OutboxWorker:
+class OutboxWorker(PassLoop):
     """Delivers Slack outbox rows; run one per process (replicas may share a database)."""
 
     def __init__(
@@ -112,6 +101,14 @@ class OutboxWorker:
         if call_timeout >= lease_seconds:
             # Otherwise a slow call could outlive its claim and be sent twice.
             raise ValueError("call_timeout must be shorter than lease_seconds")
+        super().__init__(
+            "outbox",
+            [OUTPUT],
+            poll_interval=poll_interval,
+            max_pause=backoff_cap,
+            # Finish the call in flight: it may have reached Slack.
+            stop_grace=call_timeout + 5,
+        )
         self.engine = engine
         # Our own copy without retry handlers: we handle 429s and errors ourselves.
         self.client = copy.copy(client)
@@ -119,7 +116,6 @@ class OutboxWorker:
         self.rate_per_channel = rate_per_channel
         self.burst = burst
         self.max_attempts = max_attempts
-        self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.backoff_cap = backoff_cap
         self.backoff_base = backoff_base
@@ -131,93 +127,10 @@ class OutboxWorker:
         self._paces: dict[str, TokenBucket] = {}
         self._pass_lock = asyncio.Lock()
         self._unrecorded: dict[int, Success] = {}
-        self._next_due: float | None = None  # monotonic time something becomes sendable
         self._random = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_event: asyncio.Event | None = None
-        self._stopping = False
-        self._database = OutageLog("outbox")
-        self._run_task: asyncio.Task[None] | None = None
-        self._stopped: asyncio.Event | None = None
 
-    # -- lifecycle -----------------------------------------------------------
-
-    async def run(self) -> None:
-        """Deliver until `stop`; errors are logged and retried, never raised.
-
-        A `stop` that came before ``run`` got going makes it return at once.
-        """
-        self._loop = asyncio.get_running_loop()
-        self._wake_event = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._run_task = asyncio.current_task()
-        _LOCAL_WORKERS.add(self)
-        failures = 0
-        log.info("outbox_worker_started", rate_per_channel=self.rate_per_channel, burst=self.burst)
-        try:
-            while not self._stopping:
-                self._wake_event.clear()
-                try:
-                    sent = await self.deliver_due()
-                    failures = 0
-                    self._database.ok()
-                except Exception as exc:
-                    failures += 1
-                    pause = min(
-                        self.backoff_cap, self.poll_interval * float(2 ** min(failures, 16))
-                    )
-                    if isinstance(exc, sa.exc.SQLAlchemyError):
-                        self._database.failed(exc)  # once per outage, not once per pass
-                    else:
-                        log.exception("outbox_pass_failed", failures=failures, retry_in=pause)
-                    await self._sleep(pause)
-                    continue
-                if sent:
-                    await asyncio.sleep(0)
-                    continue
-                await self._sleep(self._wait_time())
-        finally:
-            _LOCAL_WORKERS.discard(self)
-            self._stopping = False  # may run again
-            self._run_task = None
-            self._stopped.set()
-            log.info("outbox_worker_stopped")
-
-    def wake(self) -> None:
-        """Look for work now. Thread-safe; enqueuers call it after committing."""
-        loop, event = self._loop, self._wake_event
-        if loop is None or event is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop closing
-            loop.call_soon_threadsafe(event.set)
-
-    async def stop(self, grace: float | None = None) -> None:
-        """Finish the call in flight (up to ``grace``, default call_timeout + 5 s), then stop."""
-        self._stopping = True
-        self.wake()
-        task, stopped = self._run_task, self._stopped
-        if task is None or stopped is None or task is asyncio.current_task():
-            return
-        try:
-            await asyncio.wait_for(stopped.wait(), grace or self.call_timeout + 5)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sleep(self, seconds: float) -> None:
-        event = self._wake_event
-        if event is None:
-            await asyncio.sleep(seconds)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), max(0.0, seconds))
-
-    def _wait_time(self) -> float:
-        wait = self.poll_interval
-        if self._next_due is not None:
-            wait = min(wait, max(0.0, self._next_due - time.monotonic()))
-        return wait
+    def _started_fields(self) -> dict[str, Any]:
+        return {"rate_per_channel": self.rate_per_channel, "burst": self.burst}
 
     # -- one pass ------------------------------------------------------------
 
@@ -247,10 +160,6 @@ class OutboxWorker:
         if due.next_in is not None:
             self._note_due(time.monotonic() + due.next_in)
         return due.candidates
-
-    def _note_due(self, at: float) -> None:
-        if self._next_due is None or at < self._next_due:
-            self._next_due = at
 
     def _pace(self, channel: str) -> TokenBucket:
         pace = self._paces.get(channel)

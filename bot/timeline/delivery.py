@@ -31,7 +31,6 @@ The table reads and writes are in `bot.timeline.delivery_rows`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Mapping
@@ -44,7 +43,6 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from bot.metrics import REGISTRY
 from bot.store.models import utcnow
-from bot.store.outage import OutageLog
 from bot.timeline.delivery_rows import (
     Candidate,
     Claimed,
@@ -64,9 +62,8 @@ from bot.timeline.queue import (
     Retry,
     Sender,
     Sent,
-    register_waker,
-    unregister_waker,
 )
+from bot.timeline.worker_loop import PassLoop
 
 __all__ = ["DeliveryWorker", "pending_deliveries"]
 
@@ -105,7 +102,7 @@ MAX_PASS_PAUSE = 30.0
 PaceKey = tuple[str, str]  # (output, channel)
 
 
-class DeliveryWorker:
+class DeliveryWorker(PassLoop):
     """Delivers the outbox rows of the given outputs; run one per process."""
 
     def __init__(
@@ -127,11 +124,17 @@ class DeliveryWorker:
                 raise ValueError(f"sender {output!r}: rate must be > 0 and burst >= 1")
         if max_attempts < 1 or lease_seconds <= 0:
             raise ValueError("max_attempts must be >= 1 and lease_seconds > 0")
+        super().__init__(
+            "delivery",
+            senders,
+            poll_interval=poll_interval,
+            max_pause=MAX_PASS_PAUSE,
+            stop_grace=DEFAULT_STOP_GRACE,
+        )
         self.engine = engine
         self.senders = dict(senders)
         self.on_report = on_report
         self.max_attempts = max_attempts
-        self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -139,93 +142,10 @@ class DeliveryWorker:
         self._buckets: dict[PaceKey, TokenBucket] = {}
         self._pass_lock = asyncio.Lock()
         self._unrecorded: dict[int, Settlement] = {}
-        self._next_due: float | None = None  # monotonic time something becomes sendable
         self._random = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._database = OutageLog("delivery")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_event: asyncio.Event | None = None
-        self._stopping = False
-        self._run_task: asyncio.Task[None] | None = None
-        self._stopped: asyncio.Event | None = None
 
-    # -- lifecycle -----------------------------------------------------------
-
-    async def run(self) -> None:
-        """Deliver until `stop`; errors are logged and retried, never raised."""
-        self._loop = asyncio.get_running_loop()
-        self._wake_event = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._run_task = asyncio.current_task()
-        register_waker(self)
-        failures = 0
-        log.info("delivery_worker_started", outputs=sorted(self.senders))
-        try:
-            while not self._stopping:
-                self._wake_event.clear()
-                try:
-                    sent = await self.deliver_due()
-                    failures = 0
-                    self._database.ok()
-                except Exception as exc:
-                    failures += 1
-                    pause = min(MAX_PASS_PAUSE, self.poll_interval * float(2 ** min(failures, 16)))
-                    if isinstance(exc, sa.exc.SQLAlchemyError):
-                        self._database.failed(exc)  # once per outage, not once per pass
-                    else:
-                        log.exception("delivery_pass_failed", failures=failures, retry_in=pause)
-                    await self._sleep(pause)
-                    continue
-                if not sent:
-                    await self._sleep(self._wait_time())
-        finally:
-            unregister_waker(self)
-            self._stopping = False  # may run again
-            self._run_task = None
-            self._stopped.set()
-            log.info("delivery_worker_stopped")
-
-    def wake(self) -> None:
-        """Look for work now. Thread-safe; enqueue calls it after committing."""
-        loop, event = self._loop, self._wake_event
-        if loop is None or event is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop closing
-            loop.call_soon_threadsafe(event.set)
-
-    async def stop(self, grace: float | None = None) -> None:
-        """Let the send in flight finish (up to `grace` seconds), then stop.
-
-        A send still running after the grace is abandoned: its row stays
-        claimed until the lease runs out and is then delivered again.
-        """
-        self._stopping = True
-        self.wake()
-        task, stopped = self._run_task, self._stopped
-        if task is None or stopped is None or task is asyncio.current_task():
-            return
-        try:
-            await asyncio.wait_for(stopped.wait(), DEFAULT_STOP_GRACE if grace is None else grace)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sleep(self, seconds: float) -> None:
-        event = self._wake_event
-        if event is None:
-            await asyncio.sleep(seconds)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), max(0.0, seconds))
-
-    def _wait_time(self) -> float:
-        if self._next_due is None:
-            return self.poll_interval
-        return min(self.poll_interval, max(0.0, self._next_due - time.monotonic()))
-
-    def _note_due(self, at: float) -> None:
-        if self._next_due is None or at < self._next_due:
-            self._next_due = at
+    def _started_fields(self) -> dict[str, Any]:
+        return {"outputs": sorted(self.senders)}
 
     # -- one pass ------------------------------------------------------------
 

@@ -17,7 +17,7 @@ one is pending).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -103,37 +103,50 @@ def enqueue(
             created_at=now,
         )
     )
-    _wake_after_commit(session)
+    wake_after_commit(session, output)
     return True
 
 
-# Delivery workers of this process register a wake-up; called after an enqueueing commit.
-_LOCAL_WAKERS: weakref.WeakSet[Any] = weakref.WeakSet()
+# Delivery workers of this process, by the outputs they deliver: woken after a
+# transaction that enqueued for one of those outputs commits (not before: they
+# would find nothing), and only those, so a storm of Slack rows wakes no mailer.
+_WAKERS: dict[str, weakref.WeakSet[Any]] = {}
 
 
-def register_waker(worker: Any) -> None:
-    """`worker.wake()` is called (from any thread) after a transaction that enqueued commits."""
-    _LOCAL_WAKERS.add(worker)
+def register_waker(worker: Any, outputs: Iterable[str]) -> None:
+    """`worker.wake()` is called (from any thread) after a commit that enqueued for `outputs`."""
+    for output in outputs:
+        _WAKERS.setdefault(output, weakref.WeakSet()).add(worker)
 
 
 def unregister_waker(worker: Any) -> None:
-    _LOCAL_WAKERS.discard(worker)
+    for workers in _WAKERS.values():
+        workers.discard(worker)
 
 
-def _wake_local() -> None:
-    for worker in list(_LOCAL_WAKERS):
-        worker.wake()
+def wake_workers(outputs: Iterable[str]) -> None:
+    woken: set[int] = set()
+    for output in outputs:
+        for worker in list(_WAKERS.get(output, ())):
+            if id(worker) not in woken:
+                woken.add(id(worker))
+                worker.wake()
 
 
-def _wake_after_commit(session: Session) -> None:
-    if session.info.get(_WAKE_KEY):
+def wake_after_commit(session: Session, output: str) -> None:
+    """Wake the workers of `output` once this session's transaction commits (once each)."""
+    pending: set[str] | None = session.info.get(_WAKE_KEY)
+    if pending is not None:
+        pending.add(output)
         return
-    session.info[_WAKE_KEY] = True
+    outputs = session.info[_WAKE_KEY] = {output}
 
     def on_commit(s: Session) -> None:
         s.info.pop(_WAKE_KEY, None)
-        _wake_local()
+        wake_workers(outputs)
 
+    # Sessions live for one transaction here (Repository.session), so a rolled-back
+    # one never commits and the listener dies with it.
     sa.event.listen(session, "after_commit", on_commit, once=True)
 
 
