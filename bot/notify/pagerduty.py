@@ -288,12 +288,18 @@ class PagerDutyEvents(_Client):
 
 
 def pagerduty_from_settings(
-    settings: Settings, *, verify: Verify | None = None
+    settings: Settings,
+    *,
+    verify: Verify | None = None,
+    retries: int = 2,
+    backoff: float = 1.0,
 ) -> tuple[PagerDutyRest | None, PagerDutyEvents | None]:
     """The clients the settings allow: REST needs token and From, Events a routing key.
 
     `disabled_features` already tells the operator which one is missing.
     ``verify`` defaults to PAGERDUTY_CA_BUNDLE, else the system trust store.
+    ``retries``/``backoff``: the clients' own retrying (the delivery queue asks
+    for the least, its backoff being the retry policy).
     """
     if verify is None:
         verify = settings.pagerduty_ca_bundle or True
@@ -304,6 +310,8 @@ def pagerduty_from_settings(
             settings.pagerduty_from_email,
             settings.pagerduty_api_url,
             verify=verify,
+            retries=retries,
+            backoff=backoff,
         )
     events = None
     if settings.pagerduty_routing_key is not None:
@@ -311,5 +319,7 @@ def pagerduty_from_settings(
             settings.pagerduty_routing_key.get_secret_value(),
             settings.pagerduty_events_url,
             verify=verify,
+            retries=retries,
+            backoff=backoff,
         )
     return rest, events

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from bot.domain.alerts import AlertSource, Severity
 from bot.domain.routing import Route, routes_for
 from bot.notify.email import NotifyError
-from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest, Verify
+from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest, Verify, pagerduty_from_settings
 from bot.store.models import Incident
 from bot.timeline.events import Event, Kind
 from bot.timeline.queue import Failed, Result, Retry, Sent, enqueue
@@ -261,33 +261,10 @@ def _seconds(value: str | None) -> float | None:
 def pagerduty_output_from_settings(
     settings: Settings, *, verify: Verify | None = None
 ) -> tuple[PagerDutyOutput, PagerDutyDelivery]:
-    """The output and its sender, from one decision about what is configured.
-
-    Same rules as `bot.notify.pagerduty.pagerduty_from_settings` (REST needs
-    token and From, Events a routing key), with clients that leave retrying
-    to the queue. ``verify`` defaults to PAGERDUTY_CA_BUNDLE, else the system
-    trust store.
-    """
-    if verify is None:
-        verify = settings.pagerduty_ca_bundle or True
-    rest = None
-    if settings.pagerduty_api_token is not None and settings.pagerduty_from_email:
-        rest = PagerDutyRest(
-            settings.pagerduty_api_token.get_secret_value(),
-            settings.pagerduty_from_email,
-            settings.pagerduty_api_url,
-            verify=verify,
-            retries=QUEUE_RETRIES,
-            backoff=QUEUE_BACKOFF_S,
-        )
-    events = None
-    if settings.pagerduty_routing_key is not None:
-        events = PagerDutyEvents(
-            settings.pagerduty_routing_key.get_secret_value(),
-            settings.pagerduty_events_url,
-            verify=verify,
-            retries=QUEUE_RETRIES,
-            backoff=QUEUE_BACKOFF_S,
-        )
+    """The output and its sender, from one decision about what is configured
+    (`pagerduty_from_settings`), with clients that leave retrying to the queue."""
+    rest, events = pagerduty_from_settings(
+        settings, verify=verify, retries=QUEUE_RETRIES, backoff=QUEUE_BACKOFF_S
+    )
     output = PagerDutyOutput(events_configured=events is not None, rest_configured=rest is not None)
     return output, PagerDutyDelivery(rest, events)
