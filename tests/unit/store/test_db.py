@@ -23,7 +23,7 @@ from bot.store.db import (
     normalise_database_url,
     upgrade_database,
 )
-from bot.store.models import Base, Incident
+from bot.store.models import Base, Incident, OutboxMessage, TimelineEvent
 from bot.store.repository import Repository
 from tests.support.db_locks import inbox_locked
 
@@ -348,3 +348,65 @@ def test_postgres_session_limits(postgres_url: str) -> None:
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "3s"
     finally:
         unlimited.dispose()
+
+
+def test_0005_carries_incidents_and_outbox_rows_forward(engine: sa.Engine) -> None:
+    """A database from before the timeline: its incidents get opened/acknowledged/
+    resolved events at their own times, its outbox rows become Slack rows."""
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0004")
+    opened = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+    def raw(at: datetime) -> datetime:
+        """As the column stores it: SQLite keeps UTC wall time, PostgreSQL timestamptz."""
+        return at if engine.dialect.name == "postgresql" else at.replace(tzinfo=None)
+
+    with engine.begin() as conn:
+        for number, status, acked in ((1, "resolved", True), (2, "triggered", False)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO incidents (id, key, source, title, severity, status, playbook_id,"
+                    " escalation_level, created_at, updated_at, labels, acknowledged_by,"
+                    " acknowledged_at, resolved_at) VALUES (:id, :key, 'alertmanager', 't',"
+                    " 'critical', :status, 'schema-mismatch', 1, :at, :at, '{}', :by, :ack, :res)"
+                ),
+                {
+                    "id": number,
+                    "key": f"k{number}",
+                    "status": status,
+                    "at": raw(opened),
+                    "by": "U0ALICE" if acked else None,
+                    "ack": raw(opened + timedelta(minutes=3)) if acked else None,
+                    "res": raw(opened + timedelta(hours=1)) if status == "resolved" else None,
+                },
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO outbox (channel, method, incident_id, payload, state, attempts,"
+                " next_attempt_at, created_at) VALUES ('C0X', 'chat.postMessage', 1, '{}',"
+                " 'pending', 0, :at, :at)"
+            ),
+            {"at": raw(opened)},
+        )
+    upgrade_database(engine)
+    assert _schema_diff(engine) == []
+    with engine.connect() as conn:
+        events = conn.execute(
+            sa.select(TimelineEvent.incident_id, TimelineEvent.kind, TimelineEvent.actor).order_by(
+                TimelineEvent.id
+            )
+        ).all()
+        at = conn.execute(
+            sa.select(TimelineEvent.at).where(TimelineEvent.kind == "acknowledged")
+        ).scalar_one()
+        outputs = conn.execute(sa.select(OutboxMessage.output)).scalars().all()
+    assert [tuple(e) for e in events] == [
+        (1, "opened", "nexus-bot"),
+        (1, "acknowledged", "U0ALICE"),
+        (1, "resolved", "unknown"),
+        (2, "opened", "nexus-bot"),
+    ]
+    assert at == opened + timedelta(minutes=3)
+    assert outputs == ["slack"]
