@@ -77,7 +77,7 @@ def build_slack_app(
     app.error(error_handler(watch))
     app.middleware(_drop_replays(Replays(service.repo), watch))
     app.middleware(_drop_repeated_events(service.repo, watch))
-    register_listeners(app, service, flow)
+    register_listeners(app, service, flow, watch)
     return app
 
 

@@ -24,6 +24,7 @@ from bot.slack.blocks import (
     escape,
 )
 from bot.slack.commands import HELP, CommandError, IncidentCommand, parse_incident_command
+from bot.slack.outage import UNREACHABLE, DatabaseWatch, is_outage
 from bot.slack.payloads import incident_number
 from bot.slack.remediation import register_remediation_listeners
 from bot.slack.timeline_text import timeline_lines
@@ -36,7 +37,9 @@ log = structlog.get_logger("bot.slack")
 LEADING_MENTION = re.compile(r"^\s*<@[UWB][A-Z0-9]+(?:\|[^>]*)?>")
 
 
-def register_listeners(app: AsyncApp, service: IncidentService, flow: RemediationFlow) -> None:
+def register_listeners(
+    app: AsyncApp, service: IncidentService, flow: RemediationFlow, watch: DatabaseWatch
+) -> None:
     commands = CommandRunner(service)
 
     @app.command("/incident")
@@ -52,9 +55,20 @@ def register_listeners(app: AsyncApp, service: IncidentService, flow: Remediatio
         root = command.get("thread_ts")  # not sent by Slack today; honoured if it ever is
         if parsed.verb == "declare":
             await ack(text=f"Declaring *{escape(parsed.title or '')}*…", response_type="ephemeral")
-            answer = await asyncio.to_thread(
-                commands.run, parsed, command["user_id"], command.get("channel_id"), root
-            )
+            # Acknowledged: nothing may escape from here on. Bolt (1.30) clears an
+            # acknowledgement when the listener fails before its ~10 ms poll saw it,
+            # and the ack would never reach Slack (a database that refuses at once).
+            try:
+                answer = await asyncio.to_thread(
+                    commands.run, parsed, command["user_id"], command.get("channel_id"), root
+                )
+            except Exception as exc:
+                if not is_outage(exc):
+                    log.exception("declare_failed")
+                    answer = ":warning: Declaring failed; the error is logged."
+                else:
+                    watch.failed(exc)
+                    answer = UNREACHABLE
             await respond(text=answer, response_type="ephemeral", replace_original=False)
             return
         answer = await asyncio.to_thread(
