@@ -1,7 +1,9 @@
 """PagerDuty webhook v3 `incident.*` events applied to our incidents.
 
-`incident.triggered` opens the incident and its thread. Later events edit the
-root message and add a short thread reply; there is never a second thread.
+`incident.triggered` opens the incident (and so its one thread). Later events
+become status changes (acknowledged, unacknowledged, resolved, reopened) or a
+`pagerduty.note` timeline event with the names PagerDuty sent; the outputs say
+them (the Slack output edits the root and replies in the thread).
 An event for an incident we have never seen opens it from the event's data
 (PagerDuty events carry the whole incident), except `resolved`, which has
 nothing left to do and is only recorded.
