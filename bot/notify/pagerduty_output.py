@@ -86,12 +86,14 @@ class PagerDutyOutput:
         self.rest_configured = rest_configured
 
     def on_event(self, session: Session, event: Event) -> None:
-        if event.kind not in (Kind.OPENED, Kind.RESOLVED, Kind.LEVEL_REACHED):
+        if event.kind not in (Kind.OPENED, Kind.REOPENED, Kind.RESOLVED, Kind.LEVEL_REACHED):
             return
         incident = session.get(Incident, event.incident_id)
         if incident is None:
             return
-        if event.kind == Kind.OPENED and self._pages(incident):
+        # A critical incident that fires again after it was resolved pages again: the
+        # same dedup key opens a new PagerDuty incident once the old one is resolved.
+        if event.kind in (Kind.OPENED, Kind.REOPENED) and self._pages(incident):
             self._enqueue(session, incident, EVENTS_KEY, Method.TRIGGER, _trigger(incident))
         elif event.kind == Kind.RESOLVED and self._pages(incident):
             self._enqueue(session, incident, EVENTS_KEY, Method.RESOLVE, _dedup(incident))

@@ -112,6 +112,15 @@ def test_opened_critical_incident_enqueues_a_trigger(engine: sa.Engine) -> None:
     assert row.payload == {"dedup_key": "alertmanager:ssot-sync", **_expected_alert(number)}
 
 
+def test_reopened_critical_incident_pages_again(engine: sa.Engine) -> None:
+    """Resolved, then firing again: the same dedup key opens a new PagerDuty incident."""
+    number = _record(engine, _timeline(), Kind.REOPENED, incident={}, via="alerts", firing=1)
+
+    [row] = _rows(engine)
+    assert row.method == "pagerduty.trigger"
+    assert row.payload == {"dedup_key": "alertmanager:ssot-sync", **_expected_alert(number)}
+
+
 def test_resolved_critical_incident_enqueues_a_resolve(engine: sa.Engine) -> None:
     number = _record(engine, _timeline(), Kind.RESOLVED, incident={}, reason="alerts", via="alerts")
 
@@ -129,7 +138,7 @@ def test_incidents_that_do_not_page_enqueue_nothing(engine: sa.Engine) -> None:
         ("events-not-configured", {}, False),
     ]
     for case, incident, events_configured in cases:
-        for kind in (Kind.OPENED, Kind.RESOLVED):
+        for kind in (Kind.OPENED, Kind.REOPENED, Kind.RESOLVED):
             key = f"{case}:{kind}"
             _record(
                 engine, _timeline(events=events_configured), kind, incident={"key": key, **incident}
