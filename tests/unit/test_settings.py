@@ -367,6 +367,16 @@ def test_wrong_environment_values(
             "port: [\n",
             "{path}:2: not valid YAML: expected the node content, but found '<stream end>'",
         ),
+        (
+            "roles:\n  comms:\n    slack: [bob]\n",
+            "{path}:3: roles.comms.slack: expected a Slack user (U…) or group (S…) ID, got 'bob'",
+        ),
+        (
+            "roles:\n  stakeholders:\n    email: [leads]\n",
+            "{path}:3: roles.stakeholders.email: expected an email address, got 'leads'",
+        ),
+        ("roles:\n  pr-team: {}\n", "{path}:2: roles.pr-team: unknown setting"),
+        ("updates:\n  remind_after: 0s\n", "{path}:2: updates.remind_after: expected between 1s"),
         ("- port: 3000\n", "{path}:1: expected a mapping (key: value) at the top level"),
         ("a: &a [*a]\nport: x\n", "{path}:1: a: unknown setting"),
         ("port: " + "[" * 5000 + "]" * 5000 + "\n", "{path}: not valid YAML: nested too deeply"),
