@@ -48,6 +48,7 @@ from bot.config_models import EscalationLevel as EscalationLevel
 from bot.config_models import SeverityThresholds as SeverityThresholds
 from bot.config_models import check_delays as check_delays
 from bot.durations import Duration
+from bot.web.config import StatusPageConfig
 from bot.yamlfile import KeyPath, YamlFileError, load_yaml_mapping, nearest_line
 
 DEFAULT_CONFIG_PATH = Path("config/nexus.yaml")
@@ -139,6 +140,11 @@ class Settings(BaseSettings):
     # The communication plan: role defaults per incident, public update cadence.
     roles: RolesConfig = Field(default_factory=RolesConfig)
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
+    # The public status page (bot/web) and its optional mirror on Atlassian Statuspage.
+    status_page: StatusPageConfig = Field(default_factory=StatusPageConfig)
+    statuspage_api_key: SecretStr | None = None
+    statuspage_page_id: str | None = None
+    statuspage_api_url: str = "https://api.statuspage.io/v1"
     # Bounds on HTTP connections (bot/http_limits.py) and on database waits (bot/store/db.py).
     http_request_timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
     http_keepalive_timeout: Duration = Field(timedelta(seconds=5), gt=timedelta(0))
@@ -196,7 +202,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected an https:// URL, got {value!r}")
         return value.rstrip("/")
 
-    @field_validator("slack_api_url", "github_api_url")
+    @field_validator("slack_api_url", "github_api_url", "statuspage_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)

@@ -1,0 +1,1 @@
+"""The public status page: what customers see, built only from published updates."""
