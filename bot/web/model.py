@@ -91,7 +91,8 @@ class StatusSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for storage (datetimes as ISO 8601)."""
-        return _jsonable(asdict(self))
+        document: dict[str, Any] = _jsonable(asdict(self))
+        return document
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StatusSnapshot:
