@@ -33,6 +33,8 @@ from bot.store.repository import Repository
 from bot.timeline.events import Kind
 from bot.timeline.queue import Sender
 from bot.timeline.recorder import Output, Timeline, read_timeline
+from bot.web.components import StatusComponents
+from bot.web.snapshot import StatusPageOutput
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Core:
     ladder: EscalationService
     incidents: IncidentService
     flow: RemediationFlow
+    components: StatusComponents
     # Senders of the outputs delivered by bot.timeline.delivery (not Slack's).
     senders: dict[str, Sender] = field(default_factory=dict)
 
@@ -77,6 +80,8 @@ def build_outputs(
     """Every output this configuration can serve, and the senders that deliver them."""
     outputs: list[Output] = []
     senders: dict[str, Sender] = {}
+    # The public status page needs no credentials: always there.
+    outputs.append(StatusPageOutput(settings))
     if settings.nexus_incident_channel:
         outputs.append(SlackThreadOutput(settings, repo, playbooks))
     if settings.smtp_url is not None:
@@ -101,4 +106,5 @@ def build_core(
     ladder = EscalationService(settings, repo, timeline)
     incidents = IncidentService(settings, repo, playbooks, timeline, ladder)
     flow = RemediationFlow(settings, repo, playbooks, timeline, executors or {})
-    return Core(settings, repo, timeline, ladder, incidents, flow, senders)
+    components = StatusComponents(settings, repo)
+    return Core(settings, repo, timeline, ladder, incidents, flow, components, senders)

@@ -145,6 +145,16 @@ class IncidentService:
                 firing=counts.get("firing", 0),
             )
             self.ladder.start(s, incident)
+            public = self.settings.status_page
+            if plan.severity.value == "critical" and public.auto_publish_critical:
+                self._publish(
+                    s,
+                    incident.id,
+                    "investigating",
+                    public.auto_publish_text,
+                    "nexus-bot",
+                    via="auto",
+                )
             return
         if how == "reopened":
             self.timeline.record(
@@ -279,17 +289,22 @@ class IncidentService:
             incident = s.get(Incident, number)
             if incident is None:
                 return Outcome(message=f"There is no incident #{number}.")
-            now = utcnow()
-            communication.record_public_update(s, number, status, now)
-            self.timeline.record(
-                s, number, Kind.UPDATE_POSTED, actor, at=now, status=status, text=text, via=via
-            )
+            self._publish(s, number, status, text, actor, via)
             if status == "resolved":
                 self._transition(s, number, "resolved", actor, via=via, reason="update")
         return Outcome(
             incidents=[number],
             changed=True,
             message=f"Incident #{number}: update posted ({status}).",
+        )
+
+    def _publish(
+        self, s: Session, number: int, status: str, text: str, actor: str, via: str
+    ) -> None:
+        now = utcnow()
+        communication.record_public_update(s, number, status, now)
+        self.timeline.record(
+            s, number, Kind.UPDATE_POSTED, actor, at=now, status=status, text=text, via=via
         )
 
     def add_note(self, number: int, text: str, actor: str, via: str = "slack") -> Outcome:

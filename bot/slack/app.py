@@ -44,6 +44,7 @@ from bot.slack.outage import DatabaseUnreachable, DatabaseWatch, error_handler
 from bot.store.db import database_reachable
 from bot.store.models import utcnow
 from bot.store.repository import Repository
+from bot.web.components import StatusComponents
 
 log = structlog.get_logger("bot.slack")
 
@@ -63,6 +64,7 @@ def build_slack_app(
     client: AsyncWebClient,
     service: IncidentService,
     flow: RemediationFlow,
+    components: StatusComponents,
 ) -> AsyncApp:
     signing_secret = settings.slack_signing_secret
     app = AsyncApp(
@@ -77,7 +79,7 @@ def build_slack_app(
     app.error(error_handler(watch))
     app.middleware(_drop_replays(Replays(service.repo), watch))
     app.middleware(_drop_repeated_events(service.repo, watch))
-    register_listeners(app, service, flow, watch)
+    register_listeners(app, service, flow, components, watch)
     return app
 
 

@@ -27,6 +27,8 @@ HELP = """*`/incident` — NEXUS incident bot*
 • `/incident update <investigating|identified|monitoring|resolved> "<text>" [N]` — \
 post a public status update
 • `/incident note <text> [#N]` — add an internal note to the timeline (never public)
+• `/incident component <name> <operational|degraded|partial|major|auto>` — set a \
+component on the public status page by hand (Communications); `auto` follows incidents
 • `/incident help` — this help
 Slack does not allow slash commands inside threads: every sub-command also works
 as a mention in an incident thread (`@nexus ack`, `@nexus update monitoring "…"`),
@@ -111,6 +113,12 @@ def parse_incident_command(text: str) -> IncidentCommand:
         return IncidentCommand("list")
     if verb == "declare":
         return _declare(rest)
+    if verb == "component":
+        if len(rest) != 2 or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,63}", w) for w in rest):
+            raise CommandError(
+                "usage: `/incident component <name> <operational|degraded|partial|major|auto>`"
+            )
+        return IncidentCommand("component", title=rest[0], text=rest[1])
     if verb == "playbook":
         if len(rest) != 1 or not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,62}", rest[0]):
             raise CommandError("usage: `/incident playbook <ID>`, e.g. `schema-mismatch`")

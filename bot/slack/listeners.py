@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.incidents.service import IncidentService, Outcome
 from bot.remediation.flow import RemediationFlow
+from bot.remediation.policy import expand_approvers
 from bot.slack.blocks import (
     ACTION_ACKNOWLEDGE,
     ACTION_RESOLVE,
@@ -26,10 +27,11 @@ from bot.slack.blocks import (
 from bot.slack.commands import HELP, CommandError, IncidentCommand, parse_incident_command
 from bot.slack.outage import UNREACHABLE, DatabaseWatch, is_outage
 from bot.slack.payloads import incident_number
-from bot.slack.remediation import register_remediation_listeners
+from bot.slack.remediation import UserGroups, register_remediation_listeners
 from bot.slack.timeline_text import timeline_lines
 from bot.store.models import Incident
 from bot.timeline.recorder import read_timeline
+from bot.web.components import StatusComponents
 
 log = structlog.get_logger("bot.slack")
 # The bot's own mention that starts "@nexus ack": only that one goes; `@nexus role comms
@@ -38,13 +40,32 @@ LEADING_MENTION = re.compile(r"^\s*<@[UWB][A-Z0-9]+(?:\|[^>]*)?>")
 
 
 def register_listeners(
-    app: AsyncApp, service: IncidentService, flow: RemediationFlow, watch: DatabaseWatch
+    app: AsyncApp,
+    service: IncidentService,
+    flow: RemediationFlow,
+    components: StatusComponents,
+    watch: DatabaseWatch,
 ) -> None:
     commands = CommandRunner(service)
+    groups = UserGroups()
+
+    async def set_component(parsed: IncidentCommand, user: str, client: AsyncWebClient) -> str:
+        """The Communications role (and the Incident Commander) set components by hand."""
+        roles = service.settings.roles
+        listed = [*roles.comms.slack, *roles.commander.slack]
+        members = await groups.members(client, [g for g in listed if g.startswith("S")])
+        if user not in expand_approvers(listed, members):
+            return (
+                "Only the Communications role (or the Incident Commander) in `roles:` "
+                "may set status page components."
+            )
+        return await asyncio.to_thread(
+            components.set_state, parsed.title or "", parsed.text or "", user
+        )
 
     @app.command("/incident")
     async def incident_command(
-        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         structlog.contextvars.bind_contextvars(user=command.get("user_id"), command="/incident")
         try:
@@ -53,6 +74,19 @@ def register_listeners(
             await ack(text=f":warning: {exc}\n\n{HELP}", response_type="ephemeral")
             return
         root = command.get("thread_ts")  # not sent by Slack today; honoured if it ever is
+        if parsed.verb == "component":
+            await ack(text="Updating the status page…", response_type="ephemeral")
+            try:
+                answer = await set_component(parsed, command["user_id"], client)
+            except Exception as exc:  # acknowledged: nothing may escape (see declare)
+                if not is_outage(exc):
+                    log.exception("component_failed")
+                    answer = ":warning: Setting the component failed; the error is logged."
+                else:
+                    watch.failed(exc)
+                    answer = UNREACHABLE
+            await respond(text=answer, response_type="ephemeral", replace_original=False)
+            return
         if parsed.verb == "declare":
             await ack(text=f"Declaring *{escape(parsed.title or '')}*…", response_type="ephemeral")
             # Acknowledged: nothing may escape from here on. Bolt (1.30) clears an
@@ -85,9 +119,12 @@ def register_listeners(
         except CommandError as exc:
             answer = f":warning: {exc}\n\n{HELP}"
         else:
-            answer = await asyncio.to_thread(
-                commands.run, parsed, user, channel, event.get("thread_ts")
-            )
+            if parsed.verb == "component":
+                answer = await set_component(parsed, user, client)
+            else:
+                answer = await asyncio.to_thread(
+                    commands.run, parsed, user, channel, event.get("thread_ts")
+                )
         await client.chat_postEphemeral(
             channel=channel, user=user, text=answer, thread_ts=event.get("thread_ts")
         )

@@ -330,3 +330,29 @@ class TimelineEvent(Base):
     public: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     facts: Mapped[dict[str, Any]]
     at: Mapped[datetime]
+
+
+class StatusSnapshot(Base):
+    """The public status page as last built (bot/web): one row, read by every request.
+
+    Rebuilt in the transaction of each public change, so the page, its JSON and
+    its feed never query incidents and every replica serves the same page.
+    """
+
+    __tablename__ = "status_snapshot"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1
+    document: Mapped[dict[str, Any]]
+    etag: Mapped[str]
+    updated_at: Mapped[datetime]
+
+
+class StatusComponentOverride(Base):
+    """A component state set by hand (`/incident component NAME STATE`), until cleared."""
+
+    __tablename__ = "status_component_overrides"
+
+    component_id: Mapped[str] = mapped_column(primary_key=True)
+    state: Mapped[str]
+    set_by: Mapped[str]
+    set_at: Mapped[datetime]
