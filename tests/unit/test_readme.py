@@ -48,6 +48,7 @@ def test_every_environment_setting_is_documented() -> None:
         "escalation",
         "roles",
         "updates",
+        "status_page",
     }
     missing = [
         name.upper()
