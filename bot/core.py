@@ -26,6 +26,7 @@ from bot.incidents.service import IncidentService
 from bot.notify.email import EmailSender
 from bot.notify.email_output import EmailDelivery, EmailOutput
 from bot.notify.pagerduty_output import pagerduty_output_from_settings
+from bot.notify.statuspage_output import statuspage_output_from_settings
 from bot.remediation.flow import RemediationFlow
 from bot.settings import Settings
 from bot.slack.thread_output import SlackThreadOutput
@@ -91,6 +92,10 @@ def build_outputs(
     pagerduty, pagerduty_sender = pagerduty_output_from_settings(settings)
     outputs.append(pagerduty)
     senders[pagerduty.name] = pagerduty_sender
+    statuspage, statuspage_sender = statuspage_output_from_settings(settings)
+    if statuspage_sender is not None:
+        outputs.append(statuspage)
+        senders[statuspage.name] = statuspage_sender
     return outputs, senders
 
 

@@ -329,6 +329,10 @@ def disabled_features(settings: Settings) -> list[str]:
         lines.append("GitHub actions disabled: set GITHUB_TOKEN or GITHUB_APP_ID + private key")
     if settings.smtp_url is None:
         lines.append("email route disabled: SMTP_URL is not set")
+    if (settings.statuspage_api_key is None) != (not settings.statuspage_page_id):
+        lines.append(
+            "Statuspage mirror disabled: STATUSPAGE_API_KEY and STATUSPAGE_PAGE_ID are both needed"
+        )
     if not settings.nexus_approvers and not settings.approvals.approvers:
         lines.append("remediations cannot be approved: set NEXUS_APPROVERS or approvals.approvers")
     return lines

@@ -300,11 +300,15 @@ class SlackThreadOutput:
 
     @staticmethod
     def _delivery_problem(e: Event) -> str:
+        output = escape(str(e.fact("output", "delivery")))
+        what = escape(str(e.fact("what", "a message")))
         recipients: dict[str, Any] = dict(e.fact("recipients", {}) or {})
+        if not recipients:  # an API that refused the request (Statuspage, ...)
+            error = escape(str(e.fact("error", "")))[:300]
+            return f":warning: {output}: {what} was rejected and will not be retried: {error}"
         listed = "; ".join(f"{escape(a)} ({escape(str(r))[:120]})" for a, r in recipients.items())
         return (
-            f":warning: {escape(str(e.fact('output', 'delivery')))}: "
-            f"{escape(str(e.fact('what', 'a message')))} was refused for {listed or 'everyone'}. "
+            f":warning: {output}: {what} was refused for {listed}. "
             "Not retried: check the addresses in the config."
         )
 

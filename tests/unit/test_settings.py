@@ -645,3 +645,11 @@ def test_log_format(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOG_FORMAT", "xml")
     (problem,) = problems()
     assert problem.startswith("environment variable LOG_FORMAT: Input should be 'auto'")
+
+
+def test_a_half_configured_statuspage_mirror_is_named() -> None:
+    line = "Statuspage mirror disabled: STATUSPAGE_API_KEY and STATUSPAGE_PAGE_ID are both needed"
+    assert line in disabled_features(Settings(statuspage_api_key="k"))
+    assert line in disabled_features(Settings(statuspage_page_id="p"))
+    assert line not in disabled_features(Settings(statuspage_api_key="k", statuspage_page_id="p"))
+    assert line not in disabled_features(Settings())  # not wanted: nothing to say

@@ -160,3 +160,24 @@ def test_a_request_posts_a_keyed_card_and_its_expiry_edits_it(engine: sa.Engine)
     assert "expired" in str(edit.payload["blocks"])
     assert "approval.approve" not in str(edit.payload["blocks"])
     assert any("expired: nobody approved it in time" in r.payload["text"] for r in posted)
+
+
+def test_a_rejected_api_delivery_is_said_with_its_error(engine: sa.Engine) -> None:
+    repo, timeline = make(engine)
+    number = open_incident(repo, timeline)
+    with repo.session() as s:
+        timeline.record(
+            s,
+            number,
+            Kind.DELIVERY_PROBLEM,
+            "nexus-bot",
+            output="statuspage",
+            problem="rejected",
+            what="Statuspage update of incident #1 (investigating)",
+            error="422 <name> is required",
+        )
+    texts = [r.payload["text"] for r in rows(engine) if r.method == "chat.postMessage"]
+    assert (
+        ":warning: statuspage: Statuspage update of incident #1 (investigating) was rejected "
+        "and will not be retried: 422 &lt;name&gt; is required"
+    ) in texts
