@@ -30,6 +30,8 @@ from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
 from bot.slack.outbox import OutboxWorker
 from bot.store.db import database_ready
 from bot.timeline.delivery import DeliveryWorker
+from bot.web import snapshot
+from bot.web.routes import StatusPage
 
 log = structlog.get_logger("bot.app")
 
@@ -57,11 +59,19 @@ def create_app(
         if core.senders
         else None
     )
+    status_page = StatusPage(settings, engine)
+
+    def refresh_status_page() -> None:
+        with repo.session() as s:
+            snapshot.refresh(s, settings)
+
     inbox = Inbox(engine)
     ingress = Ingress()
     inbox_worker = InboxWorker(inbox, inbox_appliers(service), ingress=ingress)
 
-    slack_app = build_slack_app(settings, client, service, flow) if client else None
+    slack_app = (
+        build_slack_app(settings, client, service, flow, core.components) if client else None
+    )
     if slack_app is not None and settings.slack_signing_secret is not None:
         slack_endpoint: Callable[[Request], Awaitable[Response]] = SlackEventsEndpoint(
             slack_app, settings.slack_signing_secret.get_secret_value(), repo
@@ -102,6 +112,8 @@ def create_app(
                 "escalation-sweep": (core.ladder.sweep, 1.0),
                 "remediation-request-expiry": (flow.expire_due, 5.0),
                 "update-reminders": (service.remind_updates, 1.0),
+                # Resolved incidents leave the page's history as they age.
+                "status-page-refresh": (refresh_status_page, 60.0),
             }
         )
         scheduler.start()
@@ -143,6 +155,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),
             Route("/slack/events", slack_endpoint, methods=["POST"]),
+            *status_page.routes(),
             Route(
                 "/webhooks/pagerduty",
                 PagerDutyWebhook(inbox, secrets, inbox_worker.wake, ingress).handle,
