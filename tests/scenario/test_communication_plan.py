@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -234,6 +235,19 @@ def test_roles_updates_email_reminders_reopen_and_expiry(stage: Stage) -> None:
         lambda: sum("Level 1 — Team lead" in t for t in stage.thread_texts()) == 2, timeout=20
     )
     assert len(stage.slack.roots(CHANNEL)) == 1, "still one thread"
+
+    # Communications sets a status page component by hand; others may not.
+    refused = stage.slack.response_url("component-alice")
+    first.command("component ssot partial", response_url=refused)
+    told = stage.slack.wait_for(lambda: stage.slack.responses("component-alice"), timeout=10)
+    assert "Only the Communications role" in told[0]["text"]
+    allowed = stage.slack.response_url("component-pm")
+    second.command("component ssot partial", user="U0PM", response_url=allowed)
+    told = stage.slack.wait_for(lambda: stage.slack.responses("component-pm"), timeout=10)
+    assert "shown as partial outage" in told[0]["text"]
+    time.sleep(1.1)  # the page's one-second cache
+    summary = httpx.get(f"{first.url}/status.json", timeout=10).json()
+    assert {c["id"]: c["status"] for c in summary["components"]}["ssot"] == "partial_outage"
 
 
 def facts_of(row: Any) -> dict[str, Any]:
