@@ -38,6 +38,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -69,6 +70,7 @@ TARGETS = {
     "slack_429_max": 0,
     "pagerduty_thread_p95_s_max": 2.0,
     "peak_rss_mb_max": 300.0,
+    "status_page_p99_ms_max": 100.0,
 }
 
 # (alertname, service): a realistic mix — most match one of the seven playbooks.
@@ -737,6 +739,49 @@ class StormResult:
     last_done: float = 0.0
 
 
+class StatusProbe:
+    """Readers of the public status page during the storm: GET /status and /status.json
+    in turn from one thread (about 20 a second), until stopped once the inbox is applied."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.latencies_ms: list[float] = []
+        self.statuses: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-probe", daemon=True)
+
+    def start(self) -> StatusProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        lat = sorted(self.latencies_ms)
+        return {
+            "requests": len(lat),
+            "statuses": dict(self.statuses),
+            "p50_ms": round(percentile(lat, 50) or 0, 2) if lat else None,
+            "p99_ms": round(percentile(lat, 99) or 0, 2) if lat else None,
+            "max_ms": round(lat[-1], 2) if lat else None,
+        }
+
+    def _run(self) -> None:
+        paths = ("/status", "/status.json")
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            n = 0
+            while not self._stop.is_set():
+                start = time.monotonic()
+                try:
+                    status = str(client.get(paths[n % 2]).status_code)
+                except httpx.HTTPError as exc:
+                    status = f"error:{type(exc).__name__}"
+                self.latencies_ms.append((time.monotonic() - start) * 1000)
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                n += 1
+                time.sleep(0.05)  # ~20 readers a second: the page, not a load test
+
+
 async def run_storm(
     url: str, items: list[Item], senders: int, request_timeout: float, max_retries: int
 ) -> StormResult:
@@ -1063,6 +1108,16 @@ def judge(res: dict[str, Any]) -> list[dict[str, Any]]:
             else f"{missing} roots not posted within the drain timeout"
         ),
     )
+    page = res.get("status_page_during_storm") or {}
+    if page.get("p99_ms") is not None:
+        ok_codes = set(page["statuses"]) == {"200"}
+        add(
+            "status page p99 during the storm (ms)",
+            page["p99_ms"],
+            f"<= {t['status_page_p99_ms_max']:.0f}, all 200",
+            page["p99_ms"] <= t["status_page_p99_ms_max"] and ok_codes,
+            f"{page['statuses']}",
+        )
     rss = res["bot_peak_rss_mb"]
     add(
         "bot peak RSS (MB)",
@@ -1135,6 +1190,12 @@ def print_report(report: dict[str, Any]) -> None:
         f"drain: {'drained' if dr['drained'] else 'NOT drained'} after {dr['waited_s']} s "
         f"(timeout {dr['timeout_s']} s, pending at end {dr['outbox_pending_at_end']})"
     )
+    page = r.get("status_page_during_storm") or {}
+    if page:
+        print(
+            f"status page during the storm: {page['requests']} GETs {page['statuses']}  "
+            f"p50 {page['p50_ms']} ms  p99 {page['p99_ms']} ms  max {page['max_ms']} ms"
+        )
     print(f"bot peak RSS (VmHWM): {r['bot_peak_rss_mb']} MB")
     print()
     for c in report["targets"]:
@@ -1218,6 +1279,7 @@ def main(argv: list[str] | None = None) -> int:
             profiler = Profiler(args.profile, bot.pid, args.profile_rate)
         load_before = host_load(bot.pid)
         cpu0, bench0 = proc_cpu_seconds(bot.pid), time.process_time()
+        probe = StatusProbe(bot.url).start()
         storm = asyncio.run(
             run_storm(bot.url, plan.items, args.senders, args.request_timeout, args.max_retries)
         )
@@ -1230,9 +1292,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         applied = wait_for_applied(db, storm.first_send, args.drain_timeout)
+        status_page = probe.stop()
         drain = wait_for_drain(db, slack, plan.pd_titles, bot, args.drain_timeout)
         peak = proc_status(bot.pid).get("VmHWM", 0)
         results = analyse(storm, plan, slack, db, peak, cpu1 - cpu0, bench1 - bench0)
+        results["status_page_during_storm"] = status_page
         results["applied"] = applied | {
             "alerts_per_second": round(args.alerts / max(1e-9, applied["after_first_send_s"]), 1),
         }
