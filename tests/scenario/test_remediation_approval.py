@@ -349,6 +349,7 @@ def test_targets_outside_the_allow_list_are_refused(stage: Stage) -> None:
     hostile["alerts"][0]["labels"].update(namespace="kube-system", deployment="coredns")
     hostile["commonLabels"].update(namespace="kube-system", deployment="coredns")
     assert stage.bot.alertmanager(hostile).status_code == 202
+    stage.bot.wait_applied()  # 202 is "stored"; incident #2 exists once it is applied
     value = {"p": "frenly-ai-dangerous-edit", "s": "scale-to-zero", "i": 2}
     answer = stage.click("remediation.request.scale-to-zero", value, "U0ALICE", "hostile")
     assert "Refused" in answer["text"] and "kube-system/coredns" in answer["text"]

@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from bot.slack.outage import UNREACHABLE
 from bot.store.db import make_engine, upgrade_database
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_socket import FakeSlackSocket
 from tests.support.bot_process import CHANNEL, BotProcess
+from tests.support.postgres import PostgresOutage
 
 OUTAGE_LOG = "slack: incident database unreachable"
 BACK_LOG = "slack: incident database reachable again"
@@ -35,29 +35,6 @@ APP_TOKEN = "xapp-1-A0NEXUS-4242424242-socketmodetestapptoken0123456789"
 def slack() -> Iterator[FakeSlack]:
     with FakeSlack() as fake:
         yield fake
-
-
-class Postgres:
-    """Take one test database away from its clients and give it back."""
-
-    def __init__(self, server: str, url: str) -> None:
-        self.name = url.rsplit("/", 1)[1]
-        self.admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-
-    def go_away(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false'))
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": self.name},
-            )
-
-    def come_back(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true'))
 
 
 def mention(text: str, event_id: str) -> dict[str, Any]:
@@ -122,7 +99,7 @@ def test_postgres_going_away_twice_is_answered_and_logged_once_per_outage(
     postgres_url: str, postgres_server: str, slack: FakeSlack
 ) -> None:
     bot = BotProcess(postgres_url, slack.url, slack.token or "xoxb-test").start()
-    database = Postgres(postgres_server, postgres_url)
+    database = PostgresOutage(postgres_server, postgres_url)
     try:
         declared = command(bot, "declare Before the outage", response_url=slack.response_url("d"))
         assert declared.status_code == 200
@@ -209,7 +186,7 @@ def test_socket_mode_while_postgres_is_down(
         bot = BotProcess(postgres_url, sock.url, slack.token, SLACK_APP_TOKEN=APP_TOKEN)
         bot.env.pop("SLACK_SIGNING_SECRET")
         bot.start()
-        database = Postgres(postgres_server, postgres_url)
+        database = PostgresOutage(postgres_server, postgres_url)
         try:
             sock.wait_for_connection()
             database.go_away()

@@ -26,6 +26,7 @@ from tests.support.bot_process import (
     BotProcess,
     repository_copy,
 )
+from tests.support.postgres import PostgresOutage
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -199,3 +200,29 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.1)
+
+
+@pytest.mark.postgres
+def test_a_database_outage_is_a_503_and_the_page_comes_back(
+    postgres_url: str, postgres_server: str, tmp_path: Path
+) -> None:
+    bot = BotProcess(postgres_url, "", "")
+    for name in ("SLACK_API_URL", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"):
+        bot.env.pop(name)
+    bot.start()
+    database = PostgresOutage(postgres_server, postgres_url)
+    try:
+        assert get(bot, "/status").status_code == 200
+        database.go_away()
+        time.sleep(1.1)  # past the one-second cache
+        away = get(bot, "/status.json")
+        assert away.status_code == 503 and away.headers["retry-after"] == "5"
+        assert away.json() == {"error": "status temporarily unavailable"}
+        assert "Traceback" not in away.text
+        database.come_back()
+        wait_until(lambda: get(bot, "/status").status_code == 200)
+    finally:
+        database.come_back()
+        database.admin.dispose()
+        bot.stop()
+        print(bot.stderr[-5000:])
