@@ -9,6 +9,8 @@
     nexus-bot inbox retry ID… | --all    put failed inbox rows back in line
     nexus-bot incidents [--open] [--json] [--limit N]
                                          incidents, newest first (default 50)
+    nexus-bot update ID STATUS TEXT…     post a public status update
+    nexus-bot review ID                  the incident's post-incident review (Markdown)
 
 Exit codes: 0 fine, 1 the input or the data is wrong (validation errors, a
 malformed payload, a broken audit chain), 2 the configuration or the command
@@ -73,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("incident", type=incident_number, metavar="ID", help="incident number")
     update.add_argument("status", metavar="STATUS", help=", ".join(PUBLIC_STATUSES))
     update.add_argument("text", nargs="+", metavar="TEXT", help="the update, as customers read it")
+    review = commands.add_parser(
+        "review", help="print an incident's post-incident review as Markdown"
+    )
+    review.add_argument("incident", type=incident_number, metavar="ID", help="incident number")
     return parser
 
 
@@ -134,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.commands.update import run_update
 
         return run_update(settings, args.incident, args.status, args.text)
+    if args.command == "review":
+        from bot.commands.review import run_review
+
+        return run_review(settings, args.incident)
     from bot.server import run_server
 
     # Once, against the directory the bot was started from: git and other

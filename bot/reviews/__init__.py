@@ -1,0 +1,1 @@
+"""Post-incident reviews: an incident's facts (facts.py) drafted as Markdown (draft.py)."""
