@@ -11,6 +11,8 @@
                                          incidents, newest first (default 50)
     nexus-bot update ID STATUS TEXT…     post a public status update
     nexus-bot review ID                  the incident's post-incident review (Markdown)
+    nexus-bot report [--since 30d] [--json]
+                                         incident figures per playbook and severity
 
 Exit codes: 0 fine, 1 the input or the data is wrong (validation errors, a
 malformed payload, a broken audit chain), 2 the configuration or the command
@@ -20,8 +22,10 @@ line is wrong.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from bot.communication import PUBLIC_STATUSES
@@ -29,6 +33,9 @@ from bot.settings import Settings, SettingsError, load_settings, resolve_paths
 
 EXIT_OK, EXIT_INVALID, EXIT_CONFIG = 0, 1, 2
 INCIDENTS_DEFAULT_LIMIT, INCIDENTS_MAX_LIMIT = 50, 10_000
+REPORT_DEFAULT_SINCE, REPORT_MAX_DAYS = "30d", 3650
+_REPORT_SINCE = re.compile(r"([0-9]{1,7})([mhd])")
+_REPORT_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=INCIDENTS_DEFAULT_LIMIT,
         help=f"at most N, 1 to {INCIDENTS_MAX_LIMIT} (default {INCIDENTS_DEFAULT_LIMIT})",
     )
+    report = commands.add_parser(
+        "report", help="incident figures (MTTA, MTTR, remediations) per playbook and severity"
+    )
+    since_help = (
+        f"incidents created in the last DURATION: 90m, 12h, 30d (default {REPORT_DEFAULT_SINCE})"
+    )
+    report.add_argument(
+        "--since",
+        type=report_since,
+        metavar="DURATION",
+        default=report_since(REPORT_DEFAULT_SINCE),
+        help=since_help,
+    )
+    report.add_argument("--json", action="store_true", help="print the figures as JSON")
     update = commands.add_parser(
         "update", help="post a public status update (thread, stakeholder email, status page)"
     )
@@ -107,6 +128,18 @@ def incident_limit(text: str) -> int:
     return value
 
 
+def report_since(text: str) -> timedelta:
+    """`--since`: minutes, hours or days (`90m`, `12h`, `30d`), above zero, at most ten years."""
+    match = _REPORT_SINCE.fullmatch(text)
+    window = timedelta(seconds=int(match[1]) * _REPORT_UNIT_SECONDS[match[2]]) if match else None
+    if window is None or not timedelta(0) < window <= timedelta(days=REPORT_MAX_DAYS):
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 90m, 12h or 30d (at most {REPORT_MAX_DAYS}d), "
+            f"got {text[:20]!r}"
+        )
+    return window
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "validate":
@@ -136,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.commands.incidents import run_incidents
 
         return run_incidents(settings, args.open_only, args.json, args.limit)
+    if args.command == "report":
+        from bot.commands.report import run_report
+
+        return run_report(settings, args.since, args.json)
     if args.command == "update":
         from bot.commands.update import run_update
 
