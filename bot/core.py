@@ -32,6 +32,7 @@ from bot.settings import Settings
 from bot.slack.thread_output import SlackThreadOutput
 from bot.store.repository import Repository
 from bot.timeline.events import Kind
+from bot.timeline.metrics_output import IncidentDurationMetrics
 from bot.timeline.queue import Sender
 from bot.timeline.recorder import Output, Timeline, read_timeline
 from bot.web.components import StatusComponents
@@ -81,8 +82,9 @@ def build_outputs(
     """Every output this configuration can serve, and the senders that deliver them."""
     outputs: list[Output] = []
     senders: dict[str, Sender] = {}
-    # The public status page needs no credentials: always there.
+    # The public status page and the incident duration metrics need no credentials.
     outputs.append(StatusPageOutput(settings))
+    outputs.append(IncidentDurationMetrics())
     if settings.nexus_incident_channel:
         outputs.append(SlackThreadOutput(settings, repo, playbooks))
     if settings.smtp_url is not None:

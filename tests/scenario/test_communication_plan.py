@@ -227,6 +227,11 @@ def test_roles_updates_email_reminders_reopen_and_expiry(stage: Stage) -> None:
 
     # Resolve, then the alert fires again: a reopened line and the ladder from level 1.
     assert "now resolved" in first.command("resolve 1").json()["text"]
+    metrics = httpx.get(f"{first.url}/metrics", timeout=10).text
+    assert (
+        'nexus_incident_time_to_resolve_seconds_count{playbook="frenly-ai-dangerous-edit",'
+        'severity="critical"} 1.0'
+    ) in metrics
     levels_before = sum("Level 1 — Team lead" in t for t in stage.thread_texts())
     assert levels_before == 1
     assert second.alertmanager(alert()).status_code == 202
