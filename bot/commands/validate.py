@@ -1,16 +1,30 @@
-"""`nexus-bot validate`: config and playbooks, every problem as `file:line: message`."""
+"""`nexus-bot validate`: config and playbooks, every problem as `file:line: message`.
+
+Playbooks past their review date (bot.domain.playbook_review) are warnings, not
+errors: each gets a `warning:` line after the listing and the exit code stays 0,
+so an overdue review never blocks a deploy. `NEXUS_TODAY=YYYY-MM-DD` replaces
+today's date for that check (a test hook, read only here).
+"""
 
 from __future__ import annotations
 
+import os
+from datetime import date
 from pathlib import Path
 
 from bot.actions.registry import REGISTRY
-from bot.domain.playbooks import load_playbooks
+from bot.domain.playbook_review import review_today
+from bot.domain.playbooks import Playbook, load_playbooks
 from bot.settings import SettingsError, load_settings
 
 
 def run_validate(paths: list[Path]) -> int:
     problems: list[str] = []
+    try:
+        today = review_today(os.environ)
+    except ValueError as exc:
+        problems.append(str(exc))
+        today = date.today()
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -39,6 +53,20 @@ def run_validate(paths: list[Path]) -> int:
         print(
             f"  {playbook.id:<26} {playbook.risk_level.value:<6} {playbook.procedure_kind.value:<9}"
             f" {runnable} action(s), {len(playbook.rollback) - runnable} manual  "
-            f"({loaded.sources[playbook.id]})"
+            f"{_review_column(playbook, today):<31}  ({loaded.sources[playbook.id]})"
         )
+    for playbook in loaded.playbooks:
+        review = playbook.review
+        if review is not None and review.overdue(today):
+            print(f"warning: {loaded.sources[playbook.id]}: {review.describe_overdue(today)}")
     return 0
+
+
+def _review_column(playbook: Playbook, today: date) -> str:
+    review = playbook.review
+    if review is None:
+        return "no review date"
+    due = review.next_review.isoformat()
+    if review.overdue(today):
+        return f"REVIEW OVERDUE (due {due})"
+    return f"review due {due}"

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import bot.actions.catalog  # noqa: F401  (registers the actions)
 from bot.actions.registry import REGISTRY, ActionParams, Target, refusal_for
 from bot.domain.alerts import Alert, AlertSource
+from bot.domain.playbook_review import PlaybookReview
 from bot.domain.procedures import PROCEDURES, Procedure, ProcedureKind
 from bot.domain.templates import TemplateError, parse_template
 from bot.settings import AllowedTargets
@@ -146,6 +147,8 @@ class Playbook(BaseModel):
     incident_key: str | None = None
     rollback: list[RollbackStep] = Field(default_factory=list)
     drill: Drill | None = None
+    # Owner and review cadence (bot.domain.playbook_review); `validate` warns when overdue.
+    review: PlaybookReview | None = None
 
     @field_validator("incident_key")
     @classmethod

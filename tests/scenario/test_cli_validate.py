@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,12 @@ class Run:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment minus every bot setting (CI may set some), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    """The environment minus every bot setting (CI may set some) and NEXUS_TODAY, plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in Settings.model_fields and k != "NEXUS_TODAY"
+    }
     return {**env, **extra}
 
 
@@ -361,3 +366,75 @@ def test_approvers_for_an_unknown_action(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "unknown action 'k8s.scael'" in result.stdout
+
+
+# --- review dates (warnings, never errors) ------------------------------------
+
+
+def test_shipped_playbooks_are_not_overdue_and_list_their_review_date() -> None:
+    run = validate(cwd=REPO_ROOT, NEXUS_TODAY="2026-11-30")
+    assert run.code == 0, run.out + run.err
+    listing = run.out.splitlines()[1:]
+    assert len(listing) == len(SHIPPED_IDS)
+    assert all("review due 20" in line and "OVERDUE" not in line for line in listing), run.out
+    assert "warning:" not in run.out
+
+
+def test_overdue_playbook_is_a_warning_and_exit_code_stays_0(workdir: Path) -> None:
+    path = workdir / "playbooks" / "schema-mismatch.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert "  last_reviewed: 2026-11-16\n" in text
+    path.write_text(
+        text.replace("  last_reviewed: 2026-11-16\n", "  last_reviewed: 2026-06-03\n"),
+        encoding="utf-8",
+    )
+    run = validate(cwd=workdir, NEXUS_TODAY="2026-11-30")
+    assert run.code == 0, run.out
+    lines = run.out.splitlines()
+    assert lines[0] == "ok: config and 7 playbooks valid"
+    assert lines[-1] == (
+        "warning: playbooks/schema-mismatch.yaml: review overdue since 2026-09-01, 90 days "
+        "(last reviewed 2026-06-03, every 90d; owner S0SSOTOWNERS)"
+    )
+    assert [line for line in lines if line.startswith("warning:")] == [lines[-1]]
+    (overdue,) = [line for line in lines if "OVERDUE" in line]
+    assert overdue.split()[0] == "schema-mismatch"
+    assert "REVIEW OVERDUE (due 2026-09-01)" in overdue
+
+
+def test_review_due_today_is_not_yet_overdue(workdir: Path) -> None:
+    run = validate(cwd=workdir, NEXUS_TODAY="2027-01-24")  # configuration-drift is due today
+    assert run.code == 0, run.out
+    assert "warning:" not in run.out
+    run = validate(cwd=workdir, NEXUS_TODAY="2027-01-25")
+    assert [line.split()[1] for line in run.out.splitlines() if line.startswith("warning:")] == [
+        "playbooks/configuration-drift.yaml:",
+        "playbooks/performance-degradation.yaml:",
+    ]
+
+
+def test_invalid_review_block_is_an_error_with_its_line(workdir: Path) -> None:
+    (workdir / "reviewed.yaml").write_text(
+        HEADER.format(id="reviewed")
+        + "review:\n  owner: platform-leads\n  last_reviewed: 2999-01-01\n  every: 3d\n",
+        encoding="utf-8",
+    )
+    run = validate("reviewed.yaml", cwd=workdir)
+    assert run.code == 1
+    assert run.out.splitlines() == [
+        "reviewed.yaml:10: review.owner: expected a Slack user (U…, W…) or user-group (S…) ID, "
+        "got 'platform-leads'",
+        f"reviewed.yaml:11: review.last_reviewed: 2999-01-01 is in the future (today is "
+        f"{date.today().isoformat()})",
+        "reviewed.yaml:12: review.every: expected between 7d and 730d, got '3d'",
+        "3 error(s)",
+    ]
+
+
+def test_bad_nexus_today_is_an_error(workdir: Path) -> None:
+    run = validate(cwd=workdir, NEXUS_TODAY="30/11/2026")
+    assert run.code == 1
+    assert run.out.splitlines() == [
+        "environment variable NEXUS_TODAY: expected a date as YYYY-MM-DD, got '30/11/2026'",
+        "1 error(s)",
+    ]
