@@ -15,6 +15,16 @@ What it models, as PyGithub reads it:
 * ``GET /repos/{o}/{r}``, ``GET /repos/{o}/{r}/pulls/{n}`` (+ ``/files``),
   ``POST /repos/{o}/{r}/issues/{n}/comments``, ``PATCH /repos/{o}/{r}/pulls/{n}``,
   ``POST /repos/{o}/{r}/pulls``; single pages, no ``Link`` headers;
+* issues: ``GET|POST /repos/{o}/{r}/issues`` (the listing filters by
+  ``labels``, ``state`` and ``since``, sorts by ``created`` either ``direction``
+  and pages with ``per_page``/``page`` and ``Link`` headers, as GitHub),
+  ``GET|PATCH /repos/{o}/{r}/issues/{n}``, ``GET|POST /repos/{o}/{r}/labels``,
+  ``GET /repos/{o}/{r}/assignees/{login}`` (204 or 404). As for an integration
+  without push access, unknown labels are dropped from a new issue; an assignee
+  who is not assignable (`add_assignable`) is refused with 422;
+* faults (`fail_next`, `rate_limit_next`): the next matching requests answer
+  an error, or are applied and then answer an error or lose their connection
+  (an answer lost after the change was made);
 * tokens: ``Authorization: token|Bearer <token>`` must be ``token`` or an
   installation token it issued, else 401 ``Bad credentials``; an installation
   token only sees its installation's repositories (404 otherwise, as GitHub);
@@ -59,6 +69,8 @@ class GitHubCall:
     body: Any
     headers: dict[str, str]
     status: int | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def route(self) -> str:
@@ -79,6 +91,39 @@ class FakePull:
     merged: bool = False
     files: list[str] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FakeIssue:
+    repo: str
+    number: int
+    title: str
+    body: str = ""
+    labels: list[str] = field(default_factory=list)
+    assignees: list[str] = field(default_factory=list)
+    state: str = "open"
+    user: str = "nexus-bot[bot]"
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass
+class _Fault:
+    """The next `count` requests matching method and path answer `status`."""
+
+    count: int
+    status: int
+    method: str | None
+    path: str | None  # the request path ends with this
+    message: str
+    headers: dict[str, str]
+    apply: bool  # make the change first, then lose its answer
+    close: bool  # no answer at all: the connection is closed
+
+    def matches(self, call: GitHubCall) -> bool:
+        return (self.method is None or call.method == self.method) and (
+            self.path is None or call.path.rstrip("/").endswith(self.path)
+        )
 
 
 class FakeGitHub(BackgroundServer):
@@ -103,6 +148,10 @@ class FakeGitHub(BackgroundServer):
         self._pulls: dict[tuple[str, int], FakePull] = {}
         self._repos: set[str] = set()
         self._issued: dict[str, int] = {}  # installation token -> installation id
+        self._issues: dict[tuple[str, int], FakeIssue] = {}
+        self._labels: dict[str, list[str]] = {}  # repo -> label names
+        self._assignable: dict[str, set[str]] = {}  # repo -> logins
+        self._faults: list[_Fault] = []
         super().__init__()
 
     # -- lifecycle -----------------------------------------------------------
@@ -151,6 +200,89 @@ class FakeGitHub(BackgroundServer):
             return sorted(
                 (p for p in self._pulls.values() if p.repo == repo), key=lambda p: p.number
             )
+
+    def add_issue(self, repo: str, title: str, **kw: Any) -> FakeIssue:
+        with self._lock:
+            self._repos.add(repo)
+            issue = FakeIssue(repo, self._next_number(repo), title, **kw)
+            self._issues[(repo, issue.number)] = issue
+            return issue
+
+    def issue(self, repo: str, number: int) -> FakeIssue:
+        with self._lock:
+            return self._issues[(repo, number)]
+
+    def issues(self, repo: str) -> list[FakeIssue]:
+        with self._lock:
+            return sorted(
+                (i for i in self._issues.values() if i.repo == repo), key=lambda i: i.number
+            )
+
+    def close_issue(self, repo: str, number: int) -> None:
+        with self._lock:
+            issue = self._issues[(repo, number)]
+            issue.state, issue.updated_at = "closed", datetime.now(UTC)
+
+    def add_label(self, repo: str, name: str) -> None:
+        with self._lock:
+            self._repos.add(repo)
+            if name not in self._labels.setdefault(repo, []):
+                self._labels[repo].append(name)
+
+    def labels(self, repo: str) -> list[str]:
+        with self._lock:
+            return list(self._labels.get(repo, []))
+
+    def add_assignable(self, repo: str, *logins: str) -> None:
+        with self._lock:
+            self._repos.add(repo)
+            self._assignable.setdefault(repo, set()).update(logins)
+
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 500,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        message: str = "Server Error",
+        headers: dict[str, str] | None = None,
+        apply: bool = False,
+        close: bool = False,
+    ) -> None:
+        """The next `count` requests matching `method` and `path` (an ending, e.g.
+        ``/issues``) answer `status`; with `apply` they are carried out first (the
+        answer is lost, not the change); with `close` the connection is dropped."""
+        fault = _Fault(count, status, method, path, message, dict(headers or {}), apply, close)
+        with self._lock:
+            self._faults.append(fault)
+
+    def rate_limit_next(
+        self,
+        count: int = 1,
+        *,
+        reset_in: int = 30,
+        secondary: bool = False,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """403 as GitHub rate-limits: the primary limit (``x-ratelimit-remaining: 0``,
+        ``x-ratelimit-reset`` `reset_in` seconds away) or a secondary one (``Retry-After``)."""
+        if secondary:
+            message = (
+                "You have exceeded a secondary rate limit. "
+                "Please wait a few minutes before you try again."
+            )
+            headers = {"Retry-After": str(reset_in)}
+        else:
+            message = "API rate limit exceeded for installation ID 1."
+            reset = int(datetime.now(UTC).timestamp()) + reset_in
+            headers = {
+                "x-ratelimit-limit": "5000",
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-reset": str(reset),
+            }
+        self.fail_next(count, 403, method=method, path=path, message=message, headers=headers)
 
     def calls(self, method: str | None = None) -> list[GitHubCall]:
         with self._lock:
@@ -207,12 +339,30 @@ class FakeGitHub(BackgroundServer):
                 body = json.loads(raw)
             except ValueError:
                 body = raw.decode("utf-8", "replace")
-        call = GitHubCall(request.method, request.path, body, dict(request.headers))
+        call = GitHubCall(
+            request.method, request.path, body, dict(request.headers), query=dict(request.query)
+        )
         with self._lock:
             self._calls.append(call)
-        status, payload = self._answer(call)
+            fault = next((f for f in self._faults if f.matches(call)), None)
+            if fault is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+        if fault is None or fault.apply:
+            status, payload = self._answer(call)
+        if fault is not None:
+            if fault.close:
+                call.status = None
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)  # never reaches the client
+            status, payload = _error(fault.status, fault.message)
+            call.response_headers = dict(fault.headers)
         call.status = status
-        return web.json_response(payload, status=status)
+        if payload is None:
+            return web.Response(status=status, headers=call.response_headers)
+        return web.json_response(payload, status=status, headers=call.response_headers)
 
     def _answer(self, call: GitHubCall) -> tuple[int, Any]:
         auth = call.headers.get("Authorization", "")
@@ -261,6 +411,10 @@ class FakeGitHub(BackgroundServer):
             return 200, self._repo_json(repo)
         if rest == ["pulls"] and method == "POST":
             return self._create_pull(repo, call.body or {})
+        if rest[:1] in (["issues"], ["labels"], ["assignees"]):
+            answer = self._issue_route(call, repo, rest)
+            if answer is not None:
+                return answer
         if len(rest) < 2 or not rest[1].isdigit():
             return _error(404, "Not Found")
         pull = self._pulls.get((repo, int(rest[1])))
@@ -312,13 +466,145 @@ class FakeGitHub(BackgroundServer):
         head_sha = self._branch_sha(repo, head)
         if head_sha is None or self._branch_sha(repo, base) is None:
             return _error(422, "Validation Failed", "head or base invalid")
-        number = max([p.number for p in self._pulls.values() if p.repo == repo] + [0]) + 1
+        number = self._next_number(repo)
         pull = FakePull(
             repo, number, str(body["title"]), head, head_sha, base, str(body.get("body") or "")
         )
         pull.user = "nexus-bot[bot]"
         self._pulls[(repo, number)] = pull
         return 201, self._pull_json(pull)
+
+    def _next_number(self, repo: str) -> int:
+        """Issues and pull requests share their numbers, as on GitHub."""
+        taken = [n for (r, n) in (*self._pulls, *self._issues) if r == repo]
+        return max([*taken, 0]) + 1
+
+    # -- issues, labels, assignees -------------------------------------------------
+
+    def _issue_route(self, call: GitHubCall, repo: str, rest: list[str]) -> tuple[int, Any] | None:
+        """None: not an issue route here (e.g. a pull request's comments)."""
+        method, kind = call.method, rest[0]
+        if kind == "assignees" and len(rest) == 2 and method == "GET":
+            return (
+                (204, None)
+                if rest[1] in self._assignable.get(repo, set())
+                else _error(404, "Not Found")
+            )
+        if kind == "labels" and len(rest) == 1:
+            if method == "GET":
+                return self._page(call, [_label_json(n) for n in self._labels.get(repo, [])])
+            if method == "POST":
+                return self._create_label(repo, call.body or {})
+        if kind == "labels" and len(rest) == 2 and method == "GET":
+            if rest[1] in self._labels.get(repo, []):
+                return 200, _label_json(rest[1])
+            return _error(404, "Not Found")
+        if kind == "issues" and len(rest) == 1:
+            if method == "GET":
+                return self._list_issues(call, repo)
+            if method == "POST":
+                return self._create_issue(repo, call.body or {})
+        if kind == "issues" and len(rest) == 2 and rest[1].isdigit():
+            issue = self._issues.get((repo, int(rest[1])))
+            if issue is None:
+                return None  # maybe a pull request
+            if method == "GET":
+                return 200, self._issue_json(issue)
+            if method == "PATCH":
+                changes = call.body or {}
+                if changes.get("state") in ("open", "closed"):
+                    issue.state = changes["state"]
+                for key in ("title", "body", "labels", "assignees"):
+                    if key in changes:
+                        setattr(issue, key, changes[key])
+                issue.updated_at = datetime.now(UTC)
+                return 200, self._issue_json(issue)
+        return None if kind == "issues" else _error(404, "Not Found")
+
+    def _create_label(self, repo: str, body: dict[str, Any]) -> tuple[int, Any]:
+        name = str(body.get("name") or "")
+        if not name:
+            return _error(422, "Validation Failed", "name is missing")
+        if name in self._labels.get(repo, []):
+            return _error(422, "Validation Failed", "already_exists")
+        self._labels.setdefault(repo, []).append(name)
+        return 201, _label_json(name)
+
+    def _create_issue(self, repo: str, body: dict[str, Any]) -> tuple[int, Any]:
+        title = str(body.get("title") or "")
+        if not title or len(title) > 256:
+            return _error(422, "Validation Failed", "title is missing or too long")
+        if len(str(body.get("body") or "")) > 65536:
+            return _error(
+                422, "Validation Failed", "body is too long (maximum is 65536 characters)"
+            )
+        assignees = list(body.get("assignees") or [])
+        if body.get("assignee"):
+            assignees.append(str(body["assignee"]))
+        refused = [a for a in assignees if a not in self._assignable.get(repo, set())]
+        if refused:
+            return _error(422, "Validation Failed", f"invalid assignees: {', '.join(refused)}")
+        known = self._labels.get(repo, [])
+        labels = [str(name) for name in body.get("labels") or [] if name in known]
+        issue = FakeIssue(
+            repo, self._next_number(repo), title, str(body.get("body") or ""), labels, assignees
+        )
+        self._issues[(repo, issue.number)] = issue
+        return 201, self._issue_json(issue)
+
+    def _list_issues(self, call: GitHubCall, repo: str) -> tuple[int, Any]:
+        query = call.query
+        wanted = {name for name in query.get("labels", "").split(",") if name}
+        state = query.get("state", "open")
+        since = _parse_time(query["since"]) if query.get("since") else None
+        found = [
+            i
+            for i in self._issues.values()
+            if i.repo == repo
+            and wanted <= set(i.labels)
+            and state in ("all", i.state)
+            and (since is None or i.updated_at >= since)
+        ]
+        if query.get("sort", "created") != "created":
+            return _error(422, "Validation Failed", "the fake sorts by created only")
+        found.sort(
+            key=lambda i: (i.created_at, i.number), reverse=query.get("direction", "desc") == "desc"
+        )
+        return self._page(call, [self._issue_json(i) for i in found])
+
+    def _page(self, call: GitHubCall, items: list[Any]) -> tuple[int, Any]:
+        """One page of `items`, with GitHub's ``Link: <...>; rel="next"`` when more follow."""
+        per_page = min(int(call.query.get("per_page", 30)), 100)
+        page = int(call.query.get("page", 1))
+        start = (page - 1) * per_page
+        if start + per_page < len(items):
+            query = {**call.query, "page": str(page + 1)}
+            target = f"{self.url}{call.path}?" + "&".join(f"{k}={v}" for k, v in query.items())
+            call.response_headers["Link"] = f'<{target}>; rel="next"'
+        return 200, items[start : start + per_page]
+
+    def _issue_json(self, issue: FakeIssue) -> dict[str, Any]:
+        api = f"{self.url}/repos/{issue.repo}"
+        assignees = [_user(a) for a in issue.assignees]
+        return {
+            "url": f"{api}/issues/{issue.number}",
+            "repository_url": api,
+            "id": 9000 + issue.number,
+            "html_url": f"{self.url}/{issue.repo}/issues/{issue.number}",
+            "number": issue.number,
+            "state": issue.state,
+            "title": issue.title,
+            "body": issue.body,
+            "user": _user(issue.user),
+            "labels": [_label_json(name) for name in issue.labels],
+            "assignee": assignees[0] if assignees else None,
+            "assignees": assignees,
+            "locked": False,
+            "comments": 0,
+            "created_at": _time(issue.created_at),
+            "updated_at": _time(issue.updated_at),
+            "closed_at": _time(issue.updated_at) if issue.state == "closed" else None,
+        }
 
     def _branch_sha(self, repo: str, branch: str) -> str | None:
         """The branch's head in the bare repository; without git_root, any branch exists."""
@@ -484,6 +770,18 @@ def _error(status: int, message: str, detail: str | None = None) -> tuple[int, A
     if detail:
         body["errors"] = [{"resource": "PullRequest", "code": "custom", "message": detail}]
     return status, body
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _label_json(name: str) -> dict[str, Any]:
+    return {"name": name, "color": "ededed", "description": None, "default": False}
 
 
 def _user(login: str) -> dict[str, Any]:
