@@ -24,6 +24,7 @@ from bot.domain.playbooks import LoadedPlaybooks
 from bot.ingest.inbox import Inbox, InboxWorker, Ingress
 from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook, inbox_appliers
 from bot.middleware import MeasureRequests
+from bot.reviews.follow_up import enqueue_due_checks
 from bot.scheduler import build_scheduler
 from bot.settings import Settings
 from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
@@ -53,9 +54,7 @@ def create_app(
         else None
     )
     deliveries = (
-        DeliveryWorker(
-            engine, core.senders, on_report=core.report_delivery_problem, lease_seconds=lease
-        )
+        DeliveryWorker(engine, core.senders, on_report=core.on_delivery_report, lease_seconds=lease)
         if core.senders
         else None
     )
@@ -70,7 +69,9 @@ def create_app(
     inbox_worker = InboxWorker(inbox, inbox_appliers(service), ingress=ingress)
 
     slack_app = (
-        build_slack_app(settings, client, service, flow, core.components) if client else None
+        build_slack_app(settings, client, service, flow, core.components, core.reviews)
+        if client
+        else None
     )
     if slack_app is not None and settings.slack_signing_secret is not None:
         slack_endpoint: Callable[[Request], Awaitable[Response]] = SlackEventsEndpoint(
@@ -114,6 +115,10 @@ def create_app(
                 "update-reminders": (service.remind_updates, 1.0),
                 # Resolved incidents leave the page's history as they age.
                 "status-page-refresh": (refresh_status_page, 60.0),
+                "review-follow-up": (
+                    lambda: enqueue_due_checks(repo, settings.review),
+                    60.0,
+                ),
             }
         )
         scheduler.start()

@@ -25,11 +25,19 @@ from bot.incidents.escalation import EscalationService
 from bot.incidents.service import IncidentService
 from bot.notify.email import EmailSender
 from bot.notify.email_output import EmailDelivery, EmailOutput
+from bot.notify.github_review_output import (
+    OUTPUT_NAME,
+    GitHubReviewDelivery,
+    GitHubReviewOutput,
+    github_configured,
+)
 from bot.notify.pagerduty_output import pagerduty_output_from_settings
 from bot.notify.statuspage_output import statuspage_output_from_settings
 from bot.remediation.flow import RemediationFlow
+from bot.reviews.service import ReviewService
 from bot.settings import Settings
 from bot.slack.thread_output import SlackThreadOutput
+from bot.store.models import Incident, utcnow
 from bot.store.repository import Repository
 from bot.timeline.events import Kind
 from bot.timeline.metrics_output import IncidentDurationMetrics
@@ -48,8 +56,49 @@ class Core:
     incidents: IncidentService
     flow: RemediationFlow
     components: StatusComponents
+    reviews: ReviewService
     # Senders of the outputs delivered by bot.timeline.delivery (not Slack's).
     senders: dict[str, Sender] = field(default_factory=dict)
+
+    def on_delivery_report(
+        self, session: Session, incident_id: int | None, output: str, report: Mapping[str, Any]
+    ) -> None:
+        """What a delivery learnt, recorded with the row's fate (the settling transaction)."""
+        if incident_id is None:
+            return
+        kind = report.get("kind")
+        if kind == "review.linked":
+            linked = {"url": report.get("url"), "number": report.get("number")}
+            self._once(session, incident_id, Kind.REVIEW_LINKED, **linked)
+        elif kind == "review.state":
+            self._review_state(session, incident_id, report)
+        else:
+            self.report_delivery_problem(session, incident_id, output, report)
+
+    def _review_state(self, session: Session, incident_id: int, report: Mapping[str, Any]) -> None:
+        facts = {"url": report.get("url"), "number": report.get("number")}
+        if report.get("state") == "closed":
+            self._once(session, incident_id, Kind.REVIEW_CLOSED, **facts)
+            return
+        incident = session.get(Incident, incident_id)
+        if incident is None or incident.resolved_at is None:
+            return
+        open_days = max(0, (utcnow() - incident.resolved_at).days)
+        holders = list((incident.roles or {}).get("commander") or [])
+        self._once(
+            session,
+            incident_id,
+            Kind.REVIEW_REMINDER,
+            holders=holders,
+            open_days=open_days,
+            **facts,
+        )
+
+    def _once(self, session: Session, incident_id: int, kind: Kind, **facts: Any) -> None:
+        """Record `kind` unless the incident has it already (a redelivered report)."""
+        if any(e.kind == kind for e in read_timeline(session, incident_id)):
+            return
+        self.timeline.record(session, incident_id, kind, "nexus-bot", **facts)
 
     def report_delivery_problem(
         self, session: Session, incident_id: int | None, output: str, report: Mapping[str, Any]
@@ -86,7 +135,9 @@ def build_outputs(
     outputs.append(StatusPageOutput(settings))
     outputs.append(IncidentDurationMetrics())
     if settings.nexus_incident_channel:
-        outputs.append(SlackThreadOutput(settings, repo, playbooks))
+        outputs.append(
+            SlackThreadOutput(settings, repo, playbooks, reviews_filed_in=reviews_repo(settings))
+        )
     if settings.smtp_url is not None:
         outputs.append(EmailOutput(settings))
         mailer = EmailSender(settings.smtp_url.get_secret_value(), settings.smtp_from)
@@ -94,6 +145,9 @@ def build_outputs(
     pagerduty, pagerduty_sender = pagerduty_output_from_settings(settings)
     outputs.append(pagerduty)
     senders[pagerduty.name] = pagerduty_sender
+    if reviews_repo(settings) is not None:
+        outputs.append(GitHubReviewOutput(settings, playbooks, settings.review))
+        senders[OUTPUT_NAME] = GitHubReviewDelivery.from_settings(settings)
     statuspage, statuspage_sender = statuspage_output_from_settings(settings)
     if statuspage_sender is not None:
         outputs.append(statuspage)
@@ -114,4 +168,10 @@ def build_core(
     incidents = IncidentService(settings, repo, playbooks, timeline, ladder)
     flow = RemediationFlow(settings, repo, playbooks, timeline, executors or {})
     components = StatusComponents(settings, repo)
-    return Core(settings, repo, timeline, ladder, incidents, flow, components, senders)
+    reviews = ReviewService(repo, timeline, reviews_repo(settings))
+    return Core(settings, repo, timeline, ladder, incidents, flow, components, reviews, senders)
+
+
+def reviews_repo(settings: Settings) -> str | None:
+    """The GitHub repository post-incident reviews are filed in, when they can be."""
+    return settings.review.repo if settings.review.repo and github_configured(settings) else None

@@ -48,6 +48,7 @@ from bot.config_models import EscalationLevel as EscalationLevel
 from bot.config_models import SeverityThresholds as SeverityThresholds
 from bot.config_models import check_delays as check_delays
 from bot.durations import Duration
+from bot.reviews.config import ReviewConfig
 from bot.web.config import StatusPageConfig
 from bot.yamlfile import KeyPath, YamlFileError, load_yaml_mapping, nearest_line
 
@@ -145,6 +146,8 @@ class Settings(BaseSettings):
     statuspage_api_key: SecretStr | None = None
     statuspage_page_id: str | None = None
     statuspage_api_url: str = "https://api.statuspage.io/v1"
+    # Post-incident reviews: the GitHub repository they are filed in, follow-up, assignees.
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     # Bounds on HTTP connections (bot/http_limits.py) and on database waits (bot/store/db.py).
     http_request_timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
     http_keepalive_timeout: Duration = Field(timedelta(seconds=5), gt=timedelta(0))

@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from bot.incidents.service import IncidentService
 from bot.ingest.http import RejectedRequest, read_body
 from bot.remediation.flow import RemediationFlow
+from bot.reviews.service import ReviewService
 from bot.settings import Settings
 from bot.slack.listeners import register_listeners
 from bot.slack.outage import DatabaseUnreachable, DatabaseWatch, error_handler
@@ -65,6 +66,7 @@ def build_slack_app(
     service: IncidentService,
     flow: RemediationFlow,
     components: StatusComponents,
+    reviews: ReviewService,
 ) -> AsyncApp:
     signing_secret = settings.slack_signing_secret
     app = AsyncApp(
@@ -79,7 +81,7 @@ def build_slack_app(
     app.error(error_handler(watch))
     app.middleware(_drop_replays(Replays(service.repo), watch))
     app.middleware(_drop_repeated_events(service.repo, watch))
-    register_listeners(app, service, flow, components, watch)
+    register_listeners(app, service, flow, components, reviews, watch)
     return app
 
 

@@ -100,6 +100,7 @@ class IncidentView:
     # (role title, holder IDs) in the order the communication plan lists them.
     roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
     public_status: str | None = None
+    review_url: str | None = None  # the post-incident review issue, once filed
 
 
 def root_blocks(view: IncidentView) -> list[Block]:
@@ -133,6 +134,9 @@ def root_blocks(view: IncidentView) -> list[Block]:
         blocks.append(
             ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(holders), 2900))])
         )
+    if view.review_url:
+        review = f"*Post-incident review*: <{_safe_url(view.review_url)}|open the issue>"
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=review)]))
     if view.status != "resolved":
         value = json.dumps({"i": view.number}) if view.number is not None else "{}"
         buttons = [

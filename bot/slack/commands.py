@@ -27,6 +27,7 @@ HELP = """*`/incident` — NEXUS incident bot*
 • `/incident update <investigating|identified|monitoring|resolved> "<text>" [N]` — \
 post a public status update
 • `/incident note <text> [#N]` — add an internal note to the timeline (never public)
+• `/incident review [N]` — the post-incident review (filed as a GitHub issue, or how to get it)
 • `/incident component <name> <operational|degraded|partial|major|auto>` — set a \
 component on the public status page by hand (Communications); `auto` follows incidents
 • `/incident help` — this help
@@ -34,7 +35,7 @@ Slack does not allow slash commands inside threads: every sub-command also works
 as a mention in an incident thread (`@nexus ack`, `@nexus update monitoring "…"`),
 where the incident number can be left out."""
 
-NEEDS_INCIDENT = {"status", "ack", "resolve", "escalate", "timeline"}
+NEEDS_INCIDENT = {"status", "ack", "resolve", "escalate", "timeline", "review"}
 MAX_UPDATE_TEXT = 1000
 _NUMBER = re.compile(r"^#?(\d{1,9})$")
 

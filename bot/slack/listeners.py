@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.incidents.service import IncidentService, Outcome
 from bot.remediation.flow import RemediationFlow
 from bot.remediation.policy import expand_approvers
+from bot.reviews.service import ReviewService
 from bot.slack.blocks import (
     ACTION_ACKNOWLEDGE,
     ACTION_RESOLVE,
@@ -44,9 +45,10 @@ def register_listeners(
     service: IncidentService,
     flow: RemediationFlow,
     components: StatusComponents,
+    reviews: ReviewService,
     watch: DatabaseWatch,
 ) -> None:
-    commands = CommandRunner(service)
+    commands = CommandRunner(service, reviews)
     groups = UserGroups()
 
     async def set_component(parsed: IncidentCommand, user: str, client: AsyncWebClient) -> str:
@@ -156,8 +158,9 @@ async def _tell_if_unchanged(respond: AsyncRespond, outcome: Outcome) -> None:
 class CommandRunner:
     """Runs a parsed `/incident` command and returns the text to show the user."""
 
-    def __init__(self, service: IncidentService) -> None:
+    def __init__(self, service: IncidentService, reviews: ReviewService) -> None:
         self.service = service
+        self.reviews = reviews
 
     def run(
         self, command: IncidentCommand, user: str, channel: str | None, thread_ts: str | None
@@ -202,6 +205,8 @@ class CommandRunner:
             ).message
         if command.verb == "note":
             return self.service.add_note(number, command.text or "", user).message
+        if command.verb == "review":
+            return self.reviews.request(number, user).message
         return self._timeline(incident)
 
     def _list(self) -> str:

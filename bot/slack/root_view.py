@@ -13,7 +13,11 @@ from bot.store.repository import AlertSummary
 
 
 def incident_view(
-    incident: Incident, playbooks: LoadedPlaybooks, settings: Settings, summary: AlertSummary
+    incident: Incident,
+    playbooks: LoadedPlaybooks,
+    settings: Settings,
+    summary: AlertSummary,
+    review_url: str | None = None,
 ) -> IncidentView:
     playbook = playbooks.get(incident.playbook_id) or GENERIC_TRIAGE
     levels = {level.level: level.role for level in settings.escalation.levels}
@@ -40,6 +44,7 @@ def incident_view(
             if role != "stakeholders"
         ),
         public_status=incident.public_status,
+        review_url=review_url,
     )
 
 

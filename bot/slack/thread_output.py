@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from bot.communication import ROLE_TITLES
@@ -28,7 +29,7 @@ from bot.slack.outbox import (
     enqueue_thread_reply,
 )
 from bot.slack.root_view import incident_view, root_message
-from bot.store.models import Incident
+from bot.store.models import Incident, TimelineEvent
 from bot.store.repository import Repository
 from bot.timeline.events import Event, Kind
 
@@ -54,6 +55,7 @@ ROOT_CHANGES = frozenset(
         Kind.PAGERDUTY_NOTE,
         Kind.ROLE_ASSIGNED,
         Kind.UPDATE_POSTED,
+        Kind.REVIEW_LINKED,
     }
 )
 
@@ -65,8 +67,16 @@ def card_key(request_id: int) -> str:
 class SlackThreadOutput:
     name = "slack"
 
-    def __init__(self, settings: Settings, repo: Repository, playbooks: LoadedPlaybooks) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        repo: Repository,
+        playbooks: LoadedPlaybooks,
+        reviews_filed_in: str | None = None,
+    ) -> None:
         self.settings = settings
+        # Where post-incident reviews are filed (a GitHub repo), or None: `nexus-bot review`.
+        self.reviews_filed_in = reviews_filed_in
         self.repo = repo
         self.playbooks = playbooks
         self.channel = settings.nexus_incident_channel
@@ -101,6 +111,20 @@ class SlackThreadOutput:
             Kind.UPDATE_REMINDER: self._reminder,
             Kind.DELIVERY_PROBLEM: self._delivery_problem,
             Kind.REVIEW_LINKED: lambda e: f":clipboard: Post-incident review: <{e.fact('url')}>",
+            Kind.REVIEW_REQUESTED: lambda e: (
+                f":clipboard: {who(e.actor)} asked for the post-incident review; "
+                "its link follows here."
+            ),
+            Kind.REVIEW_REMINDER: lambda e: (
+                (
+                    " ".join(mention(h) for h in e.fact("holders", [])) + " "
+                    if e.fact("holders")
+                    else ""
+                )
+                + f":hourglass: the post-incident review <{e.fact('url')}> is still open after "
+                f"{e.fact('open_days')} days."
+            ),
+            Kind.REVIEW_CLOSED: lambda e: f":white_check_mark: Review <{e.fact('url')}> closed.",
         }
 
     def on_event(self, session: Session, event: Event) -> None:
@@ -112,6 +136,8 @@ class SlackThreadOutput:
             return  # no thread (no channel configured when it opened)
         render = self._replies.get(event.kind)
         text = render(event) if render is not None else None
+        if event.kind == Kind.RESOLVED and incident.severity in ("critical", "warning"):
+            text = f"{text}\n{self._review_hint(event.incident_id)}"
         if event.kind == Kind.REMEDIATION_REQUESTED:
             self._approval_card(session, event)
         elif text:
@@ -179,7 +205,18 @@ class SlackThreadOutput:
 
     def _refresh_root(self, s: Session, incident: Incident) -> None:
         summary = self.repo.alert_summary(incident.id, session=s)
-        text, blocks = root_message(incident_view(incident, self.playbooks, self.settings, summary))
+        review = s.execute(
+            sa.select(TimelineEvent.facts)
+            .where(
+                TimelineEvent.incident_id == incident.id,
+                TimelineEvent.kind == Kind.REVIEW_LINKED.value,
+            )
+            .order_by(TimelineEvent.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        url = str(review.get("url")) if isinstance(review, dict) and review.get("url") else None
+        view = incident_view(incident, self.playbooks, self.settings, summary, review_url=url)
+        text, blocks = root_message(view)
         enqueue_root_update(s, incident.id, incident.slack_channel, text, blocks)
 
     def _approval_card(self, s: Session, e: Event) -> None:
@@ -209,6 +246,14 @@ class SlackThreadOutput:
         if e.fact("via") == "pagerduty":
             return f":eyes: Acknowledged in PagerDuty by {escape(e.fact('agent', 'PagerDuty'))}."
         return f":eyes: Acknowledged by {who(e.actor)}."
+
+    def _review_hint(self, number: int) -> str:
+        if self.reviews_filed_in:
+            return f":clipboard: Filing the post-incident review in {self.reviews_filed_in}…"
+        return (
+            f":clipboard: Post-incident review: `nexus-bot review {number}` prints the draft "
+            "(set `review.repo` and a GitHub token to file it as an issue)."
+        )
 
     @staticmethod
     def _resolved(e: Event) -> str:

@@ -63,8 +63,14 @@ class Kind(StrEnum):
     UPDATE_REMINDER = "update.reminder"
     # facts: output, problem ("refused"), recipients ({address: reason}), what
     DELIVERY_PROBLEM = "delivery.problem"
+    # facts: requested_by (or "resolve"), published (bool: a GitHub issue is on its way)
+    REVIEW_REQUESTED = "review.requested"
     # facts: url, number
     REVIEW_LINKED = "review.linked"
+    # facts: url, number, holders (Incident Commander IDs), open_days
+    REVIEW_REMINDER = "review.reminder"
+    # facts: url, number
+    REVIEW_CLOSED = "review.closed"
 
 
 # Kinds that may be shown outside the company (status page, stakeholder email).

@@ -130,6 +130,7 @@ def test_an_idle_bot_writes_nothing_after_start_up(clone: Path) -> None:
     assert sorted(added) == [
         'Added job "escalation-sweep" to job store "default"',
         'Added job "remediation-request-expiry" to job store "default"',
+        'Added job "review-follow-up" to job store "default"',
         'Added job "status-page-refresh" to job store "default"',
         'Added job "update-reminders" to job store "default"',
     ]

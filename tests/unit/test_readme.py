@@ -49,6 +49,7 @@ def test_every_environment_setting_is_documented() -> None:
         "roles",
         "updates",
         "status_page",
+        "review",
     }
     missing = [
         name.upper()

@@ -1,0 +1,48 @@
+"""The review follow-up: a filed review still open `review.remind_after` after the
+incident resolved gets its Incident Commander reminded in the thread, once.
+
+A periodic job (every replica) enqueues a `review.check` delivery per due
+review; the GitHub output looks at the issue and reports its state, which
+`Core.on_delivery_report` turns into a `review.reminder` (open) or a
+`review.closed` (closed) timeline event, once each. The check is coalesced per
+incident, so replicas sweeping together queue one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from bot.notify.github_review_output import enqueue_review_check
+from bot.reviews.config import ReviewConfig
+from bot.store.models import Incident, TimelineEvent, utcnow
+from bot.store.repository import Repository
+from bot.timeline.events import Kind
+
+_SETTLED = (Kind.REVIEW_REMINDER.value, Kind.REVIEW_CLOSED.value)
+
+
+def enqueue_due_checks(repo: Repository, review: ReviewConfig, now: datetime | None = None) -> int:
+    """Queue a look at each review that is due and not settled; returns how many."""
+    if review.repo is None:
+        return 0
+    now = now or utcnow()
+    queued = 0
+    with repo.session() as s:
+        settled = sa.select(TimelineEvent.incident_id).where(TimelineEvent.kind.in_(_SETTLED))
+        rows = s.execute(
+            sa.select(TimelineEvent.incident_id, TimelineEvent.facts)
+            .join(Incident, Incident.id == TimelineEvent.incident_id)
+            .where(
+                TimelineEvent.kind == Kind.REVIEW_LINKED.value,
+                Incident.status == "resolved",
+                Incident.resolved_at <= now - review.remind_after,
+                TimelineEvent.incident_id.not_in(settled),
+            )
+        ).all()
+        for incident_id, facts in rows:
+            number = (facts or {}).get("number")
+            if isinstance(number, int) and enqueue_review_check(s, review, incident_id, number):
+                queued += 1
+    return queued
