@@ -181,3 +181,13 @@ def test_a_rejected_api_delivery_is_said_with_its_error(engine: sa.Engine) -> No
         ":warning: statuspage: Statuspage update of incident #1 (investigating) was rejected "
         "and will not be retried: 422 &lt;name&gt; is required"
     ) in texts
+
+
+def test_a_resolved_critical_incident_says_where_its_review_is(engine: sa.Engine) -> None:
+    repo, timeline = make(engine)
+    number = open_incident(repo, timeline)
+    with repo.session() as s:
+        timeline.record(s, number, Kind.RESOLVED, "U0LEAD", reason="manual", via="slack")
+    texts = [r.payload["text"] for r in rows(engine) if r.method == "chat.postMessage"]
+    resolved = next(t for t in texts if t.startswith(":white_check_mark: Resolved by <@U0LEAD>."))
+    assert f"`nexus-bot review {number}` prints the draft" in resolved
