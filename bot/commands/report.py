@@ -38,12 +38,13 @@ keeps this shape (`schema` changes if it ever has to break):
         "denied": 1, "expired": 1, "failed": 0
       },
       "highest_escalation_level": 2,        # null without incidents
-      "reviews": {"open": null, "closed": null}
+      "reviews": {"open": 1, "closed": 0}
     }
 
 Seconds are numbers (milliseconds kept); `mean_seconds` and `p90_seconds` are
-null when `count` is 0. `reviews` is null until post-incident reviews (GitHub
-issues) exist; it will then hold counts.
+null when `count` is 0. `reviews` counts the post-incident review issues filed
+for the incidents by their last known state (`review.linked`, `review.closed`
+timeline events; closed is noted by the review follow-up).
 
 Exit 0 (also when there are no incidents), 2 when the database cannot be
 reached (reason on stderr: with `--json`, stdout holds JSON or nothing).
@@ -66,7 +67,14 @@ from sqlalchemy.orm import Session
 from bot.commands.database import migrated_database
 from bot.settings import Settings
 from bot.store.db import READ_ONLY_OPTIONS
-from bot.store.models import SEVERITIES, EscalationStep, Incident, RemediationRequest, utcnow
+from bot.store.models import (
+    SEVERITIES,
+    EscalationStep,
+    Incident,
+    RemediationRequest,
+    TimelineEvent,
+    utcnow,
+)
 
 REPORT_SCHEMA = 1
 # Like `incidents`: a report of nothing must not be mistaken for a quiet month.
@@ -88,6 +96,8 @@ class ReportedIncident:
     resolved_at: datetime | None
     highest_level: int
     remediations: Counter[str] = field(default_factory=Counter)
+    # The post-incident review issue: None (not filed), "open" or "closed".
+    review: str | None = None
 
 
 def run_report(settings: Settings, since: timedelta, as_json: bool) -> int:
@@ -133,6 +143,11 @@ def load_incidents(engine: sa.Engine, cutoff: datetime) -> list[ReportedIncident
             .where(in_window)
             .group_by(EscalationStep.incident_id)
         ).all()
+        reviews = session.execute(
+            sa.select(TimelineEvent.incident_id, TimelineEvent.kind)
+            .join(Incident, Incident.id == TimelineEvent.incident_id)
+            .where(in_window, TimelineEvent.kind.in_(["review.linked", "review.closed"]))
+        ).all()
     highest_fired = {incident_id: int(level) for incident_id, level in fired}
     incidents = {
         row.id: ReportedIncident(
@@ -147,6 +162,9 @@ def load_incidents(engine: sa.Engine, cutoff: datetime) -> list[ReportedIncident
     }
     for incident_id, state, count in states:
         incidents[incident_id].remediations[state] += int(count)
+    for incident_id, kind in reviews:
+        closed = kind == "review.closed" or incidents[incident_id].review == "closed"
+        incidents[incident_id].review = "closed" if closed else "open"
     return list(incidents.values())
 
 
@@ -197,8 +215,11 @@ def figures(incidents: Iterable[ReportedIncident]) -> dict[str, Any]:
             "failed": states["failed"],
         },
         "highest_escalation_level": max((i.highest_level for i in chosen), default=None),
-        # Post-incident reviews (GitHub issues) are not tracked yet: unknown, not zero.
-        "reviews": {"open": None, "closed": None},
+        # Post-incident review issues filed for these incidents, by their last known state.
+        "reviews": {
+            "open": sum(1 for i in chosen if i.review == "open"),
+            "closed": sum(1 for i in chosen if i.review == "closed"),
+        },
     }
 
 
@@ -253,7 +274,7 @@ def render_text(report: Mapping[str, Any], window: timedelta) -> str:
             "",
             "ACK: created to acknowledged; RESOLVE: created to resolved; "
             "APPROVED counts requests approved, run or not.",
-            "Reviews (post-incident review issues) are not tracked yet: -/-.",
+            "Reviews: post-incident review issues filed, open/closed.",
         ]
     )
 

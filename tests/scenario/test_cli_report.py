@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from bot.store.models import EscalationStep, Incident
+from bot.store.models import EscalationStep, Incident, TimelineEvent
 from bot.store.repository import Repository
 from tests.support.cli import nexus_bot
 
@@ -23,7 +23,7 @@ NOW = datetime.now(UTC)
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 NO_TIMES = {"count": 0, "mean_seconds": None, "p90_seconds": None}
 NO_REMEDIATIONS = {"requested": 0, "approved": 0, "denied": 0, "expired": 0, "failed": 0}
-NO_REVIEWS = {"open": None, "closed": None}
+NO_REVIEWS = {"open": 0, "closed": 0}
 
 
 @dataclass(frozen=True)
@@ -268,28 +268,28 @@ def test_figures_as_aligned_text(database_url: str, engine: sa.Engine) -> None:
         "By playbook",
         f"PLAYBOOK         {header}",
         "frenly-ai                1         -        -             -            -          0"
-        "         0       0        0       0          1                  -/-",
+        "         0       0        0       0          1                  0/0",
         "schema-mismatch          2    6m 30s   8m 00s        1h 30m       1h 30m          5"
-        "         2       1        1       1          3                  -/-",
+        "         2       1        1       1          3                  0/0",
         "ssot-sync                1         -        -       20m 00s      20m 00s          3"
-        "         2       0        0       0          2                  -/-",
+        "         2       0        0       0          2                  0/0",
         "(all)                    4    6m 30s   8m 00s       55m 00s       1h 30m          8"
-        "         4       1        1       1          3                  -/-",
+        "         4       1        1       1          3                  0/0",
         "",
         "By severity",
         f"SEVERITY  {header}",
         "critical          3    6m 30s   8m 00s        1h 30m       1h 30m          5"
-        "         2       1        1       1          3                  -/-",
+        "         2       1        1       1          3                  0/0",
         "warning           1         -        -       20m 00s      20m 00s          3"
-        "         2       0        0       0          2                  -/-",
+        "         2       0        0       0          2                  0/0",
         "info              0         -        -             -            -          0"
-        "         0       0        0       0          -                  -/-",
+        "         0       0        0       0          -                  0/0",
         "(all)             4    6m 30s   8m 00s       55m 00s       1h 30m          8"
-        "         4       1        1       1          3                  -/-",
+        "         4       1        1       1          3                  0/0",
         "",
         "ACK: created to acknowledged; RESOLVE: created to resolved; "
         "APPROVED counts requests approved, run or not.",
-        "Reviews (post-incident review issues) are not tracked yet: -/-.",
+        "Reviews: post-incident review issues filed, open/closed.",
     ]
 
 
@@ -358,3 +358,28 @@ def test_an_unreachable_database_exits_2_and_prints_no_json() -> None:
     assert result.stdout == ""  # a script must not read "no incidents" from an outage
     assert "database unavailable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_review_issues_are_counted_by_their_last_state(
+    database_url: str, engine: sa.Engine
+) -> None:
+    seed(engine)
+    with engine.begin() as conn:
+        ids = [row.id for row in conn.execute(sa.text("SELECT id FROM incidents ORDER BY id"))]
+        now = datetime.now(UTC)
+        for incident_id, kind in (
+            (ids[0], "review.linked"),
+            (ids[1], "review.linked"),
+            (ids[1], "review.closed"),
+        ):
+            conn.execute(
+                sa.insert(TimelineEvent).values(
+                    incident_id=incident_id,
+                    kind=kind,
+                    actor="nexus-bot",
+                    public=False,
+                    facts={"url": "https://github.test/r/1", "number": 1},
+                    at=now,
+                )
+            )
+    assert report(database_url)["totals"]["reviews"] == {"open": 1, "closed": 1}
