@@ -13,7 +13,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from prometheus_client import Gauge
 
+from bot.metrics import REGISTRY
 from bot.notify.github_review_output import enqueue_review_check
 from bot.reviews.config import ReviewConfig
 from bot.store.models import Incident, TimelineEvent, utcnow
@@ -21,6 +23,12 @@ from bot.store.repository import Repository
 from bot.timeline.events import Kind
 
 _SETTLED = (Kind.REVIEW_REMINDER.value, Kind.REVIEW_CLOSED.value)
+
+REVIEWS_OPEN = Gauge(
+    "nexus_post_incident_reviews_open",
+    "Post-incident review issues filed and not known to be closed (as of the last follow-up).",
+    registry=REGISTRY,
+)
 
 
 def enqueue_due_checks(repo: Repository, review: ReviewConfig, now: datetime | None = None) -> int:
@@ -30,6 +38,17 @@ def enqueue_due_checks(repo: Repository, review: ReviewConfig, now: datetime | N
     now = now or utcnow()
     queued = 0
     with repo.session() as s:
+        closed = sa.select(TimelineEvent.incident_id).where(
+            TimelineEvent.kind == Kind.REVIEW_CLOSED.value
+        )
+        REVIEWS_OPEN.set(
+            s.execute(
+                sa.select(sa.func.count(sa.distinct(TimelineEvent.incident_id))).where(
+                    TimelineEvent.kind == Kind.REVIEW_LINKED.value,
+                    TimelineEvent.incident_id.not_in(closed),
+                )
+            ).scalar_one()
+        )
         settled = sa.select(TimelineEvent.incident_id).where(TimelineEvent.kind.in_(_SETTLED))
         rows = s.execute(
             sa.select(TimelineEvent.incident_id, TimelineEvent.facts)

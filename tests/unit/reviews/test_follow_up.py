@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from bot.core import Core, build_core
 from bot.domain.alerts import Alert, AlertSource
 from bot.domain.playbooks import load_playbooks
+from bot.metrics import REGISTRY
 from bot.notify.github_review_output import enqueue_review_check
 from bot.reviews.follow_up import enqueue_due_checks
 from bot.settings import Settings
@@ -80,6 +81,7 @@ def test_an_open_review_reminds_once_and_a_closed_one_is_noted(
             .values(resolved_at=utcnow() - timedelta(hours=2))
         )
     assert enqueue_due_checks(core.repo, core.settings.review) == 1
+    assert REGISTRY.get_sample_value("nexus_post_incident_reviews_open") == 1
     assert enqueue_due_checks(core.repo, core.settings.review) == 0  # one pending check
     deliver(core, engine)
     assert kinds(core, number) == ["review.linked", "review.reminder"]
@@ -99,3 +101,5 @@ def test_an_open_review_reminds_once_and_a_closed_one_is_noted(
         assert enqueue_review_check(s, core.settings.review, number, issue.number)
     deliver(core, engine)
     assert kinds(core, number) == ["review.linked", "review.reminder", "review.closed"]
+    enqueue_due_checks(core.repo, core.settings.review)
+    assert REGISTRY.get_sample_value("nexus_post_incident_reviews_open") == 0
