@@ -29,6 +29,7 @@ from bot.scheduler import build_scheduler
 from bot.settings import Settings
 from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
 from bot.slack.outbox import OutboxWorker
+from bot.slack.playbook_reminders import remind_due_playbooks
 from bot.store.db import database_ready
 from bot.timeline.delivery import DeliveryWorker
 from bot.web import snapshot
@@ -115,6 +116,10 @@ def create_app(
                 "update-reminders": (service.remind_updates, 1.0),
                 # Resolved incidents leave the page's history as they age.
                 "status-page-refresh": (refresh_status_page, 60.0),
+                "playbook-review-reminders": (
+                    lambda: remind_due_playbooks(repo, playbooks, settings.nexus_incident_channel),
+                    300.0,
+                ),
                 "review-follow-up": (
                     lambda: enqueue_due_checks(repo, settings.review),
                     60.0,

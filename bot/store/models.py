@@ -356,3 +356,13 @@ class StatusComponentOverride(Base):
     state: Mapped[str]
     set_by: Mapped[str]
     set_at: Mapped[datetime]
+
+
+class PlaybookReviewReminder(Base):
+    """A playbook's review reminder, posted once per due date (the key is the guard)."""
+
+    __tablename__ = "playbook_review_reminders"
+
+    playbook_id: Mapped[str] = mapped_column(primary_key=True)
+    due_on: Mapped[str] = mapped_column(primary_key=True)  # YYYY-MM-DD
+    sent_at: Mapped[datetime]

@@ -129,6 +129,7 @@ def test_an_idle_bot_writes_nothing_after_start_up(clone: Path) -> None:
     added = [line["event"] for line in lines if line["event"].startswith("Added job")]
     assert sorted(added) == [
         'Added job "escalation-sweep" to job store "default"',
+        'Added job "playbook-review-reminders" to job store "default"',
         'Added job "remediation-request-expiry" to job store "default"',
         'Added job "review-follow-up" to job store "default"',
         'Added job "status-page-refresh" to job store "default"',
