@@ -15,6 +15,7 @@ from pathlib import Path
 from bot.actions.registry import REGISTRY
 from bot.domain.playbook_review import review_today
 from bot.domain.playbooks import Playbook, load_playbooks
+from bot.reviews.playbook_use import LastUse, last_reviewed_use
 from bot.settings import SettingsError, load_settings
 
 
@@ -48,25 +49,48 @@ def run_validate(paths: list[Path]) -> int:
         print(f"{len(problems)} error(s)")
         return 1
     print(f"ok: config and {len(loaded.playbooks)} playbooks valid")
+    uses = last_reviewed_use(settings.database_url) if settings is not None else None
+    stale = {
+        playbook.id: uses[playbook.id]
+        for playbook in loaded.playbooks
+        if uses is not None
+        and playbook.id in uses
+        and (
+            playbook.review is None or playbook.review.last_reviewed < uses[playbook.id].resolved_on
+        )
+    }
     for playbook in loaded.playbooks:
         runnable = sum(1 for s in playbook.rollback if s.action)
         print(
             f"  {playbook.id:<26} {playbook.risk_level.value:<6} {playbook.procedure_kind.value:<9}"
             f" {runnable} action(s), {len(playbook.rollback) - runnable} manual  "
-            f"{_review_column(playbook, today):<31}  ({loaded.sources[playbook.id]})"
+            f"{_review_column(playbook, today, stale.get(playbook.id)):<31}"
+            f"  ({loaded.sources[playbook.id]})"
         )
     for playbook in loaded.playbooks:
         review = playbook.review
         if review is not None and review.overdue(today):
             print(f"warning: {loaded.sources[playbook.id]}: {review.describe_overdue(today)}")
+    for playbook_id, use in stale.items():
+        print(
+            f"warning: {loaded.sources[playbook_id]}: used in incident #{use.incident_id} "
+            f"(resolved {use.resolved_on.isoformat()}), whose review lists procedures to update; "
+            "review the playbook and move `last_reviewed` past that date"
+        )
     return 0
 
 
-def _review_column(playbook: Playbook, today: date) -> str:
+def _reviewed_before(playbook: Playbook, use: LastUse) -> bool:
+    """Not reviewed since that incident (or never)."""
+    return playbook.review is None or playbook.review.last_reviewed < use.resolved_on
+
+
+def _review_column(playbook: Playbook, today: date, used: LastUse | None = None) -> str:
     review = playbook.review
+    if review is not None and review.overdue(today):
+        return f"REVIEW OVERDUE (due {review.next_review.isoformat()})"
+    if used is not None:
+        return f"REVIEW AFTER INCIDENT #{used.incident_id}"
     if review is None:
         return "no review date"
-    due = review.next_review.isoformat()
-    if review.overdue(today):
-        return f"REVIEW OVERDUE (due {due})"
-    return f"review due {due}"
+    return f"review due {review.next_review.isoformat()}"

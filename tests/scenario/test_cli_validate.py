@@ -7,16 +7,19 @@ ever prints a traceback.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from bot.settings import Settings
+from bot.store.repository import Repository
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_IDS = [
@@ -438,3 +441,39 @@ def test_bad_nexus_today_is_an_error(workdir: Path) -> None:
         "environment variable NEXUS_TODAY: expected a date as YYYY-MM-DD, got '30/11/2026'",
         "1 error(s)",
     ]
+
+
+def test_a_playbook_used_since_its_last_review_is_flagged(
+    workdir: Path, database_url: str, engine: sa.Engine
+) -> None:
+    """Its review lists procedures to update: flagged until `last_reviewed` moves past it."""
+    repo = Repository(engine)
+    incident, _ = repo.open_incident(
+        key="k1",
+        source="alertmanager",
+        title="Frenly AI edited prod",
+        severity="critical",
+        playbook_id="frenly-ai-dangerous-edit",
+        labels={},
+    )
+    resolved = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)  # after the shipped last_reviewed
+    assert repo.set_incident_status(incident.id, "resolved", "U0LEAD", now=resolved)
+    run = validate(cwd=workdir, DATABASE_URL=database_url, NEXUS_TODAY="2026-11-30")
+    assert run.code == 0, run.out
+    line = next(x for x in run.out.splitlines() if "frenly-ai-dangerous-edit " in x)
+    assert f"REVIEW AFTER INCIDENT #{incident.id}" in line
+    assert (
+        f"warning: playbooks/frenly-ai-dangerous-edit.yaml: used in incident #{incident.id} "
+        "(resolved 2026-11-20)"
+    ) in run.out
+    # Reviewed after the incident: no longer flagged.
+    path = workdir / "playbooks" / "frenly-ai-dangerous-edit.yaml"
+    path.write_text(re.sub(r"last_reviewed: \S+", "last_reviewed: 2026-11-21", path.read_text()))
+    again = validate(cwd=workdir, DATABASE_URL=database_url, NEXUS_TODAY="2026-11-30")
+    assert again.code == 0 and "REVIEW AFTER INCIDENT" not in again.out
+
+
+def test_validate_creates_no_database(workdir: Path) -> None:
+    run = validate(cwd=workdir)  # the default sqlite:///nexus-bot.db does not exist here
+    assert run.code == 0 and "REVIEW AFTER INCIDENT" not in run.out
+    assert not (workdir / "nexus-bot.db").exists()
