@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.fakes.github import FakeGitHub
+from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack
 from tests.support.bot_process import CHANNEL, REPO_ROOT, BotProcess
 
@@ -65,7 +66,12 @@ def stage(postgres_url: str, tmp_path: Path) -> Iterator[Stage]:
     config["review"] = {"repo": REVIEWS, "github_logins": {"U0LEAD": "octo-lead"}}
     path = tmp_path / "nexus.yaml"
     path.write_text(yaml.safe_dump(config))
-    with FakeSlack() as slack, FakeGitHub(token="ghp_fakefakefakefakefake") as github:
+    with (
+        FakeSlack() as slack,
+        FakeGitHub(token="ghp_fakefakefakefakefake") as github,
+        FakeKubernetes() as kube,
+    ):
+        kube.add_deployment("ai", "frenly-ai", replicas=3)
         github.add_repo(REVIEWS)
         github.add_assignable(REVIEWS, "octo-lead")
         env = {
@@ -73,6 +79,8 @@ def stage(postgres_url: str, tmp_path: Path) -> Iterator[Stage]:
             "GITHUB_TOKEN": github.token,
             "GITHUB_API_URL": github.url,
             "NEXUS_ESCALATION_DELAYS": "2s,10m,20m",
+            "KUBECONFIG": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+            "NEXUS_APPROVERS": "U0BOB",
         }
         replicas = [BotProcess(postgres_url, slack.url, slack.token or "", **env) for _ in range(2)]
         replicas[0].start()
@@ -93,6 +101,24 @@ def test_resolving_files_one_review_issue_and_report_shows_the_figures(stage: St
     first, second = stage.replicas
     assert first.alertmanager(alert()).status_code == 202
     stage.wait_reply("Level 2 — Engineering manager")
+    # Scale Frenly AI to zero: requested by one person, approved by another, run.
+    value = json.dumps({"p": "frenly-ai-dangerous-edit", "s": "scale-to-zero", "i": 1})
+    requested = first.click(
+        "remediation.request.scale-to-zero",
+        value,
+        user="U0ALICE",
+        response_url=stage.slack.response_url("request"),
+    )
+    assert requested.status_code == 200
+    stage.wait_reply("Remediation #1 needs approval")
+    approved = second.click(
+        "approval.approve",
+        json.dumps({"r": 1}),
+        user="U0BOB",
+        response_url=stage.slack.response_url("approve"),
+    )
+    assert approved.status_code == 200
+    stage.wait_reply("Remediation #1 (")
     assert "now acknowledged" in second.command("ack 1", user="U0LEAD").json()["text"]
     second.command('update identified "Bad anchor v37 reverted" 1', user="U0LEAD")
     assert "now resolved" in first.command("resolve 1", user="U0LEAD").json()["text"]
@@ -115,6 +141,10 @@ def test_resolving_files_one_review_issue_and_report_shows_the_figures(stage: St
         "## Durations",
         "## Escalation",
         "Level 2 — Engineering manager",
+        "## Remediations",
+        "Requested by `@U0ALICE`",
+        "Approved by `@U0BOB`",
+        "Result: done",
         "## Public updates",
         "**Identified**: Bad anchor v37 reverted",
         "## Alerts",
