@@ -23,9 +23,6 @@ handling are the retry policy, and a worker thread is not held for seconds.
 
 from __future__ import annotations
 
-import email.utils
-import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,6 +36,7 @@ from bot.domain.alerts import AlertSource, Severity
 from bot.domain.routing import Route, routes_for
 from bot.notify.email import NotifyError
 from bot.notify.pagerduty import PagerDutyEvents, PagerDutyRest, Verify, pagerduty_from_settings
+from bot.notify.retry_after import delay_seconds
 from bot.store.models import Incident
 from bot.timeline.events import Event, Kind
 from bot.timeline.queue import Failed, Result, Retry, Sent, enqueue
@@ -237,27 +235,12 @@ def _requested_wait(error: NotifyError) -> float | None:
         if isinstance(seen, pagerduty.Error) and isinstance(seen.response, httpx2.Response):
             headers = seen.response.headers
             for name in ("Retry-After", "ratelimit-reset"):
-                wait = _seconds(headers.get(name))
+                wait = delay_seconds(headers.get(name))
                 if wait is not None:
                     return min(wait, MAX_RATE_LIMIT_WAIT_S)
             return None
         seen = seen.__context__
     return None
-
-
-def _seconds(value: str | None) -> float | None:
-    """A header's delay: seconds (RFC 9110 delta-seconds) or an HTTP date."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def pagerduty_output_from_settings(

@@ -24,8 +24,6 @@ resolution (reopened) PATCHes the same incident back to its new status.
 
 from __future__ import annotations
 
-import email.utils
-import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -38,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from bot.notify.email import redact, trim
+from bot.notify.retry_after import delay_seconds
 from bot.store.models import Incident
 from bot.timeline.events import Event, Kind
 from bot.timeline.queue import Failed, Result, Retry, Sent, enqueue
@@ -313,7 +312,7 @@ class StatuspageDelivery:
             raise _ApiError(f"{what}: {type(exc).__name__}: {exc}", retryable=True) from None
         status = response.status_code
         if status == 429:
-            wait = _seconds(response.headers.get("Retry-After"))
+            wait = delay_seconds(response.headers.get("Retry-After"))
             after = DEFAULT_RATE_LIMIT_WAIT_S if wait is None else min(wait, MAX_RATE_LIMIT_WAIT_S)
             raise _ApiError(f"{what}: HTTP 429", retryable=True, after=after)
         if not response.is_success:
@@ -364,21 +363,6 @@ def _detail(response: httpx2.Response) -> str:
     if isinstance(error, list):
         return "; ".join(str(e) for e in error)
     return str(error) if error is not None else response.text
-
-
-def _seconds(value: str | None) -> float | None:
-    """A ``Retry-After`` delay: seconds (RFC 9110 delta-seconds) or an HTTP date."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def statuspage_output_from_settings(
