@@ -141,19 +141,9 @@ class OutboxWorker(PassLoop):
             if self._unrecorded:
                 await asyncio.to_thread(self._record_unrecorded)
             candidates = await asyncio.to_thread(self._load_candidates)
-            by_channel: dict[str, list[Candidate]] = {}
-            for cand in candidates:
-                by_channel.setdefault(cand.channel, []).append(cand)
-            results = await asyncio.gather(
-                *(self._drain_channel(ch, cands) for ch, cands in by_channel.items()),
-                return_exceptions=True,
+            return await self._drain_grouped(
+                candidates, lambda cand: cand.channel, self._drain_channel
             )
-            sent = 0
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-                sent += result
-            return sent
 
     def _load_candidates(self) -> list[Candidate]:
         due = self._store.due(skip=self._unrecorded)

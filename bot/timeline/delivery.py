@@ -162,19 +162,9 @@ class DeliveryWorker(PassLoop):
                 DELIVERY_PENDING.labels(output).set(scan.pending.get(output, 0))
             if scan.next_due_in is not None:
                 self._note_due(time.monotonic() + scan.next_due_in)
-            by_key: dict[PaceKey, list[Candidate]] = {}
-            for cand in scan.due:
-                by_key.setdefault((cand.output, cand.channel), []).append(cand)
-            results = await asyncio.gather(
-                *(self._drain(key, cands) for key, cands in by_key.items()),
-                return_exceptions=True,
+            return await self._drain_grouped(
+                scan.due, lambda cand: (cand.output, cand.channel), self._drain
             )
-            sent = 0
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-                sent += result
-            return sent
 
     def _bucket(self, key: PaceKey) -> TokenBucket:
         bucket = self._buckets.get(key)

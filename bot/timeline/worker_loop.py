@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -22,6 +22,9 @@ from bot.store.outage import OutageLog
 from bot.timeline.queue import register_waker, unregister_waker
 
 log = structlog.get_logger("bot.timeline.worker")
+
+C = TypeVar("C")  # a due row
+K = TypeVar("K", bound=Hashable)  # its pacing key
 
 
 class PassLoop:
@@ -130,6 +133,27 @@ class PassLoop:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), max(0.0, seconds))
+
+    async def _drain_grouped(
+        self,
+        candidates: Iterable[C],
+        key: Callable[[C], K],
+        drain: Callable[[K, list[C]], Awaitable[int]],
+    ) -> int:
+        """Drain the due rows of every pacing key at once (each key in order, one at a
+        time); how many were sent. A key's error is raised once all keys are done."""
+        groups: dict[K, list[C]] = {}
+        for candidate in candidates:
+            groups.setdefault(key(candidate), []).append(candidate)
+        results = await asyncio.gather(
+            *(drain(k, rows) for k, rows in groups.items()), return_exceptions=True
+        )
+        sent = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            sent += result
+        return sent
 
     def _note_due(self, at: float) -> None:
         if self._next_due is None or at < self._next_due:
