@@ -91,6 +91,33 @@ def new_trigger_id() -> str:
     return f"{int(time.time())}.738474920.{uuid.uuid4().hex[:20]}"
 
 
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the listening TCP socket on `port` (Linux /proc;
+    elsewhere assumed true, as before)."""
+    inodes: set[str] = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(inode)
+    fds = Path(f"/proc/{pid}/fd")
+    if not inodes or not fds.is_dir():
+        return not Path("/proc/net/tcp").exists()
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
 class PortTaken(Exception):
     """Another process bound the free port between our check and the bot's bind."""
 
@@ -163,10 +190,14 @@ class BotProcess:
                     raise PortTaken(err)
                 raise AssertionError(f"bot exited: {err}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
+                healthy = httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
             except httpx.TransportError:
-                time.sleep(0.1)
+                healthy = False
+            # Another test's bot may hold the port we picked (taken between free_port()
+            # and our bind): its answer is not ours, and ours is about to exit.
+            if healthy and listens_on(self.proc.pid, self.port):
+                return self
+            time.sleep(0.1)
         self.stop()
         raise AssertionError("bot did not become healthy")
 
