@@ -47,6 +47,7 @@ from bot.config_models import EscalationConfig as EscalationConfig
 from bot.config_models import EscalationLevel as EscalationLevel
 from bot.config_models import SeverityThresholds as SeverityThresholds
 from bot.config_models import check_delays as check_delays
+from bot.drills.config import DrillsConfig
 from bot.durations import Duration
 from bot.reviews.config import ReviewConfig
 from bot.web.config import StatusPageConfig
@@ -148,6 +149,8 @@ class Settings(BaseSettings):
     statuspage_api_url: str = "https://api.statuspage.io/v1"
     # Post-incident reviews: the GitHub repository they are filed in, follow-up, assignees.
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    drills: DrillsConfig = Field(default_factory=DrillsConfig)
+    nexus_drill_channel: str | None = None  # wins over drills.channel
     # Bounds on HTTP connections (bot/http_limits.py) and on database waits (bot/store/db.py).
     http_request_timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
     http_keepalive_timeout: Duration = Field(timedelta(seconds=5), gt=timedelta(0))
@@ -190,7 +193,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected Slack user (U…) or user-group (S…) IDs, got {value!r}")
         return values
 
-    @field_validator("nexus_incident_channel")
+    @field_validator("nexus_incident_channel", "nexus_drill_channel")
     @classmethod
     def _channel_id(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^[CGD][A-Z0-9]{2,}$", value):
@@ -256,6 +259,10 @@ class Settings(BaseSettings):
         if self.nexus_escalation_delays is not None:
             return list(self.nexus_escalation_delays)
         return list(self.escalation.critical if severity == "critical" else self.escalation.warning)
+
+    def drill_channel(self) -> str | None:
+        """Where drill threads open: NEXUS_DRILL_CHANNEL, drills.channel, the incident channel."""
+        return self.nexus_drill_channel or self.drills.channel or self.nexus_incident_channel
 
     def secret_values(self) -> list[str]:
         """Every configured credential, for the log redactor."""

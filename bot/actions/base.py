@@ -58,6 +58,9 @@ class ExecutionContext:
     requested_by: str  # Slack user ID
     approved_by: str  # Slack user ID
     incident_url: str | None = None  # link to the Slack thread, when known
+    # Set in a recovery drill (rehearsal executors only): the throwaway branch a
+    # rehearsed git step pushes to, e.g. "drill/12-revert-commit".
+    drill_branch: str | None = None
 
 
 @dataclass(frozen=True)

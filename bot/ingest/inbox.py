@@ -39,8 +39,9 @@ log = structlog.get_logger("bot.ingest.inbox")
 
 _INBOX = cast(sa.Table, InboxBatch.__table__)
 
-# PagerDuty incidents page people; bulk alerts can wait a moment behind them.
-PRIORITY = {"pagerduty": 0, "alertmanager": 1}
+# PagerDuty incidents page people; bulk alerts can wait a moment behind them, and
+# drills behind both.
+PRIORITY = {"pagerduty": 0, "alertmanager": 1, "drill": 2}  # a drill waits for real alerts
 # Applying a row takes milliseconds; a crashed claimer's row is retried after this.
 # (Applying twice is harmless, see above, so short beats long here.)
 LEASE = timedelta(seconds=15)

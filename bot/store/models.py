@@ -34,7 +34,7 @@ REMEDIATION_STATES = (
 APPROVAL_DECISIONS = ("approve", "deny", "refused_self", "refused_not_allowed")
 EXECUTION_OUTCOMES = ("running", "succeeded", "failed", "aborted")
 OUTBOX_STATES = ("pending", "sent", "failed")
-INBOX_SOURCES = ("alertmanager", "pagerduty")
+INBOX_SOURCES = ("alertmanager", "pagerduty", "drill")
 INBOX_STATES = ("pending", "failed")
 
 # Deterministic constraint names: alembic needs names to alter or drop
@@ -128,6 +128,8 @@ class Incident(Base):
     last_public_update_at: Mapped[datetime | None]
     # When the Communications role was last reminded to post an update (CAS key).
     update_reminded_at: Mapped[datetime | None]
+    # Set for a recovery drill's incident (bot.drills): rehearsal mode, never public.
+    drill_run_id: Mapped[int | None] = mapped_column(index=True)
 
 
 class Alert(Base):
@@ -255,6 +257,9 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None]
     result_ts: Mapped[str | None]
     last_error: Mapped[str | None]
+    # Lower goes first among rows waiting for one pacing key: a drill's messages
+    # (1) never hold up a real incident's (0).
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
     # When the current run of attempts began: a post that may have reached
     # Slack is looked for from here on (conversations.history ``oldest``).
     first_attempt_at: Mapped[datetime | None]
@@ -366,3 +371,45 @@ class PlaybookReviewReminder(Base):
     playbook_id: Mapped[str] = mapped_column(primary_key=True)
     due_on: Mapped[str] = mapped_column(primary_key=True)  # YYYY-MM-DD
     sent_at: Mapped[datetime]
+
+
+class DrillRun(Base):
+    """One recovery drill: its scenario, its incident, and the scorecard when it ended."""
+
+    __tablename__ = "drill_runs"
+    __table_args__ = (
+        _one_of("state", ("running", "finished")),
+        _one_of("trigger", ("cli", "slack", "schedule")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    scenario: Mapped[str]
+    playbook_id: Mapped[str]
+    trigger: Mapped[str]
+    started_by: Mapped[str]
+    # Runs started together (`drill run --all`, a monthly tick) share a batch.
+    batch: Mapped[str] = mapped_column(index=True)
+    schedule_id: Mapped[str | None]
+    state: Mapped[str] = mapped_column(index=True)
+    started_at: Mapped[datetime]
+    deadline_at: Mapped[datetime]
+    incident_id: Mapped[int | None] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]
+    # True when every step would have worked; None while running.
+    passed: Mapped[bool | None]
+    scorecard: Mapped[dict[str, Any] | None]
+
+
+class DrillTick(Base):
+    """A schedule's tick, inserted once by whichever replica sees it first (the key is the guard)."""
+
+    __tablename__ = "drill_ticks"
+    __table_args__ = (_one_of("outcome", ("started", "missed", "baseline")),)
+
+    schedule_id: Mapped[str] = mapped_column(primary_key=True)
+    scheduled_for: Mapped[datetime] = mapped_column(primary_key=True)
+    outcome: Mapped[str]
+    recorded_at: Mapped[datetime]
+    # The drill batch started for it, or why it did not run.
+    batch: Mapped[str | None]
+    detail: Mapped[str | None]

@@ -36,9 +36,10 @@ class Kind(StrEnum):
     # facts: event_type (PagerDuty's), agent, assignees, priority, content, responder
     PAGERDUTY_NOTE = "pagerduty.note"
     # facts: request_id, title, action, summary, details, expires_at (ISO), approvers,
-    #        requested_by
+    #        requested_by, step_id
     REMEDIATION_REQUESTED = "remediation.requested"
-    # facts: title, reason, request_id (or None: refused before a request existed)
+    # facts: title, reason, request_id (or None: refused before a request existed),
+    #        stage, step_id
     REMEDIATION_REFUSED = "remediation.refused"
     # facts: request_id, title, requested_by
     REMEDIATION_APPROVED = "remediation.approved"
@@ -47,7 +48,8 @@ class Kind(StrEnum):
     # facts: request_id, title
     REMEDIATION_EXPIRED = "remediation.expired"
     # facts: request_id, title, requested_by, approved_by, summary, details, links,
-    #        undo_title (or None), undoes (the request id it undid, or None)
+    #        undo_title (or None), undoes (the request id it undid, or None);
+    #        in a drill also rehearsal (True), checks (what the rehearsal verified)
     REMEDIATION_DONE = "remediation.done"
     # facts: request_id, title, requested_by, approved_by, outcome ("failed"/"aborted"),
     #        message
@@ -71,6 +73,14 @@ class Kind(StrEnum):
     REVIEW_REMINDER = "review.reminder"
     # facts: url, number
     REVIEW_CLOSED = "review.closed"
+    # A recovery drill's scorecard (bot.drills.scorecard.Scorecard.facts()): run_id,
+    # scenario, scenario_title, playbook_id, matched_playbook, passed (bool), ended
+    # ("completed"/"timed_out"), started_at, finished_at (ISO),
+    # time_to_acknowledge_seconds, acknowledged_by, time_to_first_request_seconds,
+    # steps [{step_id, title, action, outcome, would_work, reason, requested_by,
+    # approved_by, time_to_request_seconds, time_to_approve_seconds, checks}],
+    # participants, findings
+    DRILL_FINISHED = "drill.finished"
 
 
 # Kinds that may be shown outside the company (status page, stakeholder email).
