@@ -50,6 +50,8 @@ class EscalationService:
     # -- schedule ---------------------------------------------------------------
 
     def _delays(self, incident: Incident) -> list[timedelta] | None:
+        if incident.drill_run_id is not None:  # a drill climbs its compressed ladder
+            return list(self.settings.drills.escalation)
         return self.settings.escalation_delays(incident.severity)
 
     def scheduled_at(
@@ -218,6 +220,8 @@ class EscalationService:
         )
         if not taken:
             return False
+        drill = incident.drill_run_id is not None
+        # A drill's ladder mentions only its participants: it pages and mails nobody.
         self.timeline.record(
             s,
             incident.id,
@@ -227,10 +231,11 @@ class EscalationService:
             level=level,
             role=config.role,
             reason=reason,
-            slack=list(config.slack),
-            email=list(config.email),
-            pagerduty_level=config.pagerduty_level,
-            notify_pagerduty=notify_pagerduty,
+            slack=list(self.settings.drills.participants if drill else config.slack),
+            email=[] if drill else list(config.email),
+            pagerduty_level=None if drill else config.pagerduty_level,
+            notify_pagerduty=notify_pagerduty and not drill,
+            **({"drill": True} if drill else {}),
         )
         log.info("escalated", incident=incident.id, ladder_level=level, actor=actor)
         return True

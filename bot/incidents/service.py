@@ -104,8 +104,25 @@ class IncidentService:
             self._apply_plan(s, plan, outcome, actor=actor)
         return outcome
 
+    def open_drill(
+        self, s: Session, plan: IncidentPlan, run_id: int, scenario: str, actor: str
+    ) -> int:
+        """A drill's synthetic alert, in the caller's transaction: its incident's number.
+
+        The plan's key is the drill run's own, so a drill never joins a real
+        incident's thread (nor a real alert a drill's).
+        """
+        outcome = Outcome()
+        self._apply_plan(s, plan, outcome, actor=actor, drill=(run_id, scenario))
+        return outcome.incidents[0]
+
     def _apply_plan(
-        self, s: Session, plan: IncidentPlan, outcome: Outcome, actor: str | None = None
+        self,
+        s: Session,
+        plan: IncidentPlan,
+        outcome: Outcome,
+        actor: str | None = None,
+        drill: tuple[int, str] | None = None,
     ) -> None:
         lead = plan.alerts[0]
         from_pagerduty = lead.source is AlertSource.PAGERDUTY
@@ -120,6 +137,7 @@ class IncidentService:
             pagerduty_incident_id=lead.pagerduty_incident_id,
             pagerduty_url=lead.url if from_pagerduty else None,
             roles=self.settings.roles.defaults(),
+            drill_run_id=drill[0] if drill else None,
         )
         outcome.incidents.append(incident.id)
         new = self.repo.record_alerts(
@@ -141,12 +159,14 @@ class IncidentService:
                 routes=[r.value for r in plan.routes],
                 match=plan.match.explanation,
                 severity_reason=plan.severity_reason,
-                declared_by=actor,
+                declared_by=actor if drill is None else None,
                 firing=counts.get("firing", 0),
+                **({"drill_run_id": drill[0], "drill_scenario": drill[1]} if drill else {}),
             )
             self.ladder.start(s, incident)
             public = self.settings.status_page
-            if plan.severity.value == "critical" and public.auto_publish_critical:
+            # A drill is never public: no automatic status page entry for it.
+            if plan.severity.value == "critical" and public.auto_publish_critical and not drill:
                 self._publish(
                     s,
                     incident.id,

@@ -70,12 +70,23 @@ class RemediationFlow:
         playbooks: LoadedPlaybooks,
         timeline: Timeline,
         executors: Mapping[str, Executor],
+        rehearsals: Mapping[str, Executor] | None = None,
     ) -> None:
         self.settings = settings
         self.repo = repo
         self.playbooks = playbooks
         self.timeline = timeline
         self.executors = executors
+        # A drill incident's requests run these instead: nothing real changes
+        # (dry runs, throwaway branches, permission checks; bot/actions/rehearsal.py).
+        self.rehearsals = rehearsals or {}
+
+    def _is_drill(self, incident_id: int) -> bool:
+        incident = self.repo.get_incident(incident_id)
+        return incident is not None and incident.drill_run_id is not None
+
+    def _executors_for(self, incident_id: int) -> Mapping[str, Executor]:
+        return self.rehearsals if self._is_drill(incident_id) else self.executors
 
     # -- 1. request ------------------------------------------------------------
 
@@ -100,7 +111,7 @@ class RemediationFlow:
         values = {**(incident.labels or {}), **(supplied or {})}
         planned = plan_step(step, values, self.settings.allowed_targets)
         if planned.refusal:
-            return self._refuse(number, actor, step.title, planned.refusal)
+            return self._refuse(number, actor, step.title, planned.refusal, step_id)
         if planned.missing or planned.invalid:
             wanted = list(planned.missing) + [p.split(":", 1)[0] for p in planned.invalid]
             return FlowAnswer(
@@ -146,7 +157,7 @@ class RemediationFlow:
             return FlowAnswer(f"Invalid values: {exc.errors(include_url=False)[0]['msg']}")
         refusal = refusal_for(validated.target(), self.settings.allowed_targets)
         if refusal:
-            return self._refuse(number, actor, title, refusal)
+            return self._refuse(number, actor, title, refusal, step_id)
         request, created = self.repo.create_remediation_request(
             incident_id=number,
             playbook_id=playbook_id,
@@ -168,7 +179,7 @@ class RemediationFlow:
     def _preview_and_post(
         self, request: RemediationRequest, params: ActionParams, title: str
     ) -> FlowAnswer:
-        executor = self.executors.get(request.action)
+        executor = self._executors_for(request.incident_id).get(request.action)
         if executor is None:
             reason = (
                 f"the bot cannot run `{request.action}` here (its credentials are not configured)"
@@ -201,6 +212,7 @@ class RemediationFlow:
                     expires_at=request.expires_at.isoformat(),
                     approvers=self.settings.approvers_for(request.action),
                     requested_by=request.requested_by,
+                    step_id=request.step_id,
                 )
         return FlowAnswer(
             f"Requested #{request.id}: {preview.summary}. Waiting for a second person to approve.",
@@ -223,9 +235,12 @@ class RemediationFlow:
                     title=title,
                     reason=reason,
                     stage=stage,
+                    step_id=request.step_id,
                 )
 
-    def _refuse(self, number: int, actor: str, title: str, reason: str) -> FlowAnswer:
+    def _refuse(
+        self, number: int, actor: str, title: str, reason: str, step_id: str | None = None
+    ) -> FlowAnswer:
         with self.repo.session() as s:
             self.timeline.record(
                 s,
@@ -236,6 +251,7 @@ class RemediationFlow:
                 title=title,
                 reason=reason,
                 stage="target",
+                step_id=step_id,
             )
         self.repo.audit(actor, "remediation.refused", number, {"step": title, "reason": reason})
         return FlowAnswer(f"Refused: {reason}")
@@ -340,18 +356,22 @@ class RemediationFlow:
         title = self._title(request)
         if self.repo.start_execution(request.id, approver) is None:
             return FlowAnswer("Someone else's approval already started it.", request_id=request.id)
-        executor = self.executors[request.action]
-        params = REGISTRY.get(request.action).params.model_validate(request.params)
         incident = self.repo.get_incident(request.incident_id)
+        drill = incident is not None and incident.drill_run_id is not None
+        executor = (self.rehearsals if drill else self.executors).get(request.action)
+        params = REGISTRY.get(request.action).params.model_validate(request.params)
         context = ExecutionContext(
             incident_number=request.incident_id,
             incident_title=incident.title if incident else "",
             requested_by=request.requested_by,
             approved_by=approver,
+            drill_branch=f"drill/{request.incident_id}-{request.step_id}" if drill else None,
         )
         snapshot = (request.preview or {}).get("snapshot", {})
         approved_at = f"{utcnow():%H:%M:%S}"
         try:
+            if executor is None:  # its credentials went away since the preview
+                raise ActionError(f"the bot cannot run `{request.action}` here")
             result = executor.execute(params, snapshot, context)
         except TargetChanged as exc:
             return self._finish(
@@ -403,6 +423,7 @@ class RemediationFlow:
                 links=list(result.links),
                 undo_title=result.undo.title if result.undo is not None else None,
                 undoes=_undone_request(request.step_id),
+                **_rehearsal_facts(result.data, drill),
             )
         decided = Decided(
             request.id,
@@ -442,6 +463,7 @@ class RemediationFlow:
                 approved_at=approved_at,
                 outcome=outcome,
                 message=message,
+                **({"rehearsal": True} if self._is_drill(request.incident_id) else {}),
             )
         decided = Decided(
             request.id,
@@ -458,6 +480,13 @@ class RemediationFlow:
         playbook = self.playbooks.get(request.playbook_id)
         step = playbook.step(request.step_id) if playbook else None
         return step.title if step else REGISTRY.get(request.action).title
+
+
+def _rehearsal_facts(data: Mapping[str, Any], drill: bool) -> dict[str, Any]:
+    """A drill's result says it was rehearsed and what the rehearsal verified."""
+    if not drill:
+        return {}
+    return {"rehearsal": True, "checks": [str(c) for c in data.get("checks") or []]}
 
 
 def _undone_request(step_id: str) -> int | None:

@@ -79,6 +79,7 @@ class IncidentStore(RepositoryBase):
         pagerduty_url: str | None = None,
         now: datetime | None = None,
         roles: dict[str, list[str]] | None = None,
+        drill_run_id: int | None = None,
     ) -> tuple[Incident, str]:
         """One incident per key, even under races, in the caller's transaction.
 
@@ -104,6 +105,7 @@ class IncidentStore(RepositoryBase):
                 updated_at=now,
                 labels=dict(labels),
                 roles=roles,
+                drill_run_id=drill_run_id,
             )
             try:
                 with s.begin_nested():

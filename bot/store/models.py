@@ -401,7 +401,7 @@ class DrillRun(Base):
 
 
 class DrillTick(Base):
-    """A schedule's tick, inserted once by whichever replica sees it first (the key is the guard)."""
+    """A schedule's tick, inserted once by the replica that sees it first (the key guards)."""
 
     __tablename__ = "drill_ticks"
     __table_args__ = (_one_of("outcome", ("started", "missed", "baseline")),)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from bot.store.models import TimelineEvent, utcnow
+from bot.store.models import Incident, TimelineEvent, utcnow
 from bot.timeline.events import PUBLIC_KINDS, Event, Kind
 
 
@@ -57,6 +57,8 @@ class Timeline:
         kind = str(kind)
         when = at or utcnow()
         shown = kind in PUBLIC_KINDS if public is None else public
+        if shown and _is_drill(session, incident_id):
+            shown = False  # a drill never reaches customers, whatever happened in it
         row_id = session.execute(
             sa.insert(TimelineEvent)
             .values(
@@ -73,6 +75,11 @@ class Timeline:
         for output in self._outputs:
             output.on_event(session, event)
         return event
+
+
+def _is_drill(session: Session, incident_id: int) -> bool:
+    incident = session.get(Incident, incident_id)  # usually in the session already
+    return incident is not None and incident.drill_run_id is not None
 
 
 def read_timeline(
