@@ -161,7 +161,7 @@ class IncidentService:
                 severity_reason=plan.severity_reason,
                 declared_by=actor if drill is None else None,
                 firing=counts.get("firing", 0),
-                **({"drill_run_id": drill[0], "drill_scenario": drill[1]} if drill else {}),
+                **_drill_facts(drill),
             )
             self.ladder.start(s, incident)
             public = self.settings.status_page
@@ -236,6 +236,10 @@ class IncidentService:
         return Outcome(
             incidents=[number], changed=True, message=f"Incident #{number} is now {status}."
         )
+
+    def resolve_in(self, s: Session, number: int, actor: str, **facts: Any) -> bool:
+        """Resolve in the caller's transaction (a drill that finished); False if it was."""
+        return self._transition(s, number, "resolved", actor, **facts)
 
     def _transition(self, s: Session, number: int, status: str, actor: str, **facts: Any) -> bool:
         before = s.get(Incident, number, populate_existing=True)
@@ -363,6 +367,10 @@ class IncidentService:
                 )
                 reminded += 1
         return reminded
+
+
+def _drill_facts(drill: tuple[int, str] | None) -> dict[str, Any]:
+    return {"drill_run_id": drill[0], "drill_scenario": drill[1]} if drill else {}
 
 
 __all__ = ["IncidentService", "Outcome"]

@@ -463,7 +463,7 @@ class RemediationFlow:
                 approved_at=approved_at,
                 outcome=outcome,
                 message=message,
-                **({"rehearsal": True} if self._is_drill(request.incident_id) else {}),
+                **_drill_failure_facts(self._is_drill(request.incident_id)),
             )
         decided = Decided(
             request.id,
@@ -480,6 +480,10 @@ class RemediationFlow:
         playbook = self.playbooks.get(request.playbook_id)
         step = playbook.step(request.step_id) if playbook else None
         return step.title if step else REGISTRY.get(request.action).title
+
+
+def _drill_failure_facts(drill: bool) -> dict[str, Any]:
+    return {"rehearsal": True} if drill else {}
 
 
 def _rehearsal_facts(data: Mapping[str, Any], drill: bool) -> dict[str, Any]:
