@@ -43,8 +43,9 @@ def create_app(
     engine: sa.Engine,
     playbooks: LoadedPlaybooks,
     executors: dict[str, Executor] | None = None,
+    rehearsals: dict[str, Executor] | None = None,
 ) -> Starlette:
-    core = build_core(settings, engine, playbooks, executors)
+    core = build_core(settings, engine, playbooks, executors, rehearsals)
     repo, service, flow = core.repo, core.incidents, core.flow
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url) if token else None
@@ -67,10 +68,11 @@ def create_app(
 
     inbox = Inbox(engine)
     ingress = Ingress()
-    inbox_worker = InboxWorker(inbox, inbox_appliers(service), ingress=ingress)
+    appliers = {**inbox_appliers(service), "drill": core.drills.apply}
+    inbox_worker = InboxWorker(inbox, appliers, ingress=ingress)
 
     slack_app = (
-        build_slack_app(settings, client, service, flow, core.components, core.reviews)
+        build_slack_app(settings, client, service, flow, core.components, core.reviews, core.drills)
         if client
         else None
     )
@@ -124,6 +126,8 @@ def create_app(
                     lambda: enqueue_due_checks(repo, settings.review),
                     60.0,
                 ),
+                # Finishes drills that are complete or past their deadline.
+                "drill-sweep": (core.drills.sweep, 2.0),
             }
         )
         scheduler.start()

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from bot.actions.base import Executor
 from bot.domain.playbooks import LoadedPlaybooks
+from bot.drills.service import DrillService
 from bot.incidents.escalation import EscalationService
 from bot.incidents.service import IncidentService
 from bot.notify.email import EmailSender
@@ -57,6 +58,7 @@ class Core:
     flow: RemediationFlow
     components: StatusComponents
     reviews: ReviewService
+    drills: DrillService
     # Senders of the outputs delivered by bot.timeline.delivery (not Slack's).
     senders: dict[str, Sender] = field(default_factory=dict)
 
@@ -160,16 +162,20 @@ def build_core(
     engine: sa.Engine,
     playbooks: LoadedPlaybooks,
     executors: Mapping[str, Executor] | None = None,
+    rehearsals: Mapping[str, Executor] | None = None,
 ) -> Core:
     repo = Repository(engine)
     outputs, senders = build_outputs(settings, repo, playbooks)
     timeline = Timeline(outputs)
     ladder = EscalationService(settings, repo, timeline)
     incidents = IncidentService(settings, repo, playbooks, timeline, ladder)
-    flow = RemediationFlow(settings, repo, playbooks, timeline, executors or {})
+    flow = RemediationFlow(settings, repo, playbooks, timeline, executors or {}, rehearsals)
     components = StatusComponents(settings, repo)
     reviews = ReviewService(repo, timeline, reviews_repo(settings))
-    return Core(settings, repo, timeline, ladder, incidents, flow, components, reviews, senders)
+    drills = DrillService(settings, repo, playbooks, timeline, incidents)
+    return Core(
+        settings, repo, timeline, ladder, incidents, flow, components, reviews, drills, senders
+    )
 
 
 def reviews_repo(settings: Settings) -> str | None:

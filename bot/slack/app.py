@@ -35,6 +35,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bot.drills.service import DrillService
 from bot.incidents.service import IncidentService
 from bot.ingest.http import RejectedRequest, read_body
 from bot.remediation.flow import RemediationFlow
@@ -67,6 +68,7 @@ def build_slack_app(
     flow: RemediationFlow,
     components: StatusComponents,
     reviews: ReviewService,
+    drills: DrillService | None = None,
 ) -> AsyncApp:
     signing_secret = settings.slack_signing_secret
     app = AsyncApp(
@@ -81,7 +83,7 @@ def build_slack_app(
     app.error(error_handler(watch))
     app.middleware(_drop_replays(Replays(service.repo), watch))
     app.middleware(_drop_repeated_events(service.repo, watch))
-    register_listeners(app, service, flow, components, reviews, watch)
+    register_listeners(app, service, flow, components, reviews, watch, drills)
     return app
 
 

@@ -30,6 +30,8 @@ post a public status update
 • `/incident review [N]` — the post-incident review (filed as a GitHub issue, or how to get it)
 • `/incident component <name> <operational|degraded|partial|major|auto>` — set a \
 component on the public status page by hand (Communications); `auto` follows incidents
+• `/incident drill <scenario|all>` — start a recovery drill (rehearsal: nothing real \
+changes); `/incident drill list` shows the scenarios
 • `/incident help` — this help
 Slack does not allow slash commands inside threads: every sub-command also works
 as a mention in an incident thread (`@nexus ack`, `@nexus update monitoring "…"`),
@@ -120,6 +122,10 @@ def parse_incident_command(text: str) -> IncidentCommand:
                 "usage: `/incident component <name> <operational|degraded|partial|major|auto>`"
             )
         return IncidentCommand("component", title=rest[0], text=rest[1])
+    if verb == "drill":
+        if len(rest) != 1 or not re.fullmatch(r"--all|all|list|[a-z0-9][a-z0-9-]{0,62}", rest[0]):
+            raise CommandError("usage: `/incident drill <scenario|all|list>`")
+        return IncidentCommand("drill", title=rest[0].removeprefix("--"))
     if verb == "playbook":
         if len(rest) != 1 or not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,62}", rest[0]):
             raise CommandError("usage: `/incident playbook <ID>`, e.g. `schema-mismatch`")

@@ -16,6 +16,7 @@ import structlog
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.drills.service import DrillService, UnknownScenario
 from bot.incidents.service import IncidentService, Outcome
 from bot.remediation.flow import RemediationFlow
 from bot.remediation.policy import expand_approvers
@@ -47,9 +48,29 @@ def register_listeners(
     components: StatusComponents,
     reviews: ReviewService,
     watch: DatabaseWatch,
+    drills: DrillService | None = None,
 ) -> None:
     commands = CommandRunner(service, reviews)
     groups = UserGroups()
+
+    async def start_drill(parsed: IncidentCommand, user: str, client: AsyncWebClient) -> str:
+        """Approvers, drill participants and the Incident Commander may start drills."""
+        if drills is None:
+            return "Drills are not available here."
+        settings = service.settings
+        listed = [
+            *settings.approvals.approvers,
+            *settings.nexus_approvers,
+            *settings.drills.participants,
+            *settings.roles.commander.slack,
+        ]
+        members = await groups.members(client, [g for g in listed if g.startswith("S")])
+        if user not in expand_approvers(listed, members):
+            return (
+                "Only approvers, drill participants (`drills.participants`) or the Incident "
+                "Commander may start a drill."
+            )
+        return await asyncio.to_thread(drill_command, drills, parsed.title or "", user)
 
     async def set_component(parsed: IncidentCommand, user: str, client: AsyncWebClient) -> str:
         """The Communications role (and the Incident Commander) set components by hand."""
@@ -76,6 +97,19 @@ def register_listeners(
             await ack(text=f":warning: {exc}\n\n{HELP}", response_type="ephemeral")
             return
         root = command.get("thread_ts")  # not sent by Slack today; honoured if it ever is
+        if parsed.verb == "drill":
+            await ack(text="Starting the drill…", response_type="ephemeral")
+            try:
+                answer = await start_drill(parsed, command["user_id"], client)
+            except Exception as exc:  # acknowledged: nothing may escape (see declare)
+                if not is_outage(exc):
+                    log.exception("drill_failed")
+                    answer = ":warning: Starting the drill failed; the error is logged."
+                else:
+                    watch.failed(exc)
+                    answer = UNREACHABLE
+            await respond(text=answer, response_type="ephemeral", replace_original=False)
+            return
         if parsed.verb == "component":
             await ack(text="Updating the status page…", response_type="ephemeral")
             try:
@@ -123,6 +157,8 @@ def register_listeners(
         else:
             if parsed.verb == "component":
                 answer = await set_component(parsed, user, client)
+            elif parsed.verb == "drill":
+                answer = await start_drill(parsed, user, client)
             else:
                 answer = await asyncio.to_thread(
                     commands.run, parsed, user, channel, event.get("thread_ts")
@@ -153,6 +189,28 @@ def register_listeners(
 async def _tell_if_unchanged(respond: AsyncRespond, outcome: Outcome) -> None:
     if not outcome.changed:
         await respond(text=outcome.message, response_type="ephemeral", replace_original=False)
+
+
+def drill_command(drills: DrillService, what: str, user: str) -> str:
+    """`/incident drill SCENARIO|all|list`: start drills (or list the scenarios)."""
+    scenarios = list(drills.scenarios)
+    if what == "list":
+        lines = [
+            f"• `{sid}` — {s.title} (playbook `{s.playbook}`)"
+            for sid, s in drills.scenarios.items()
+        ]
+        return "*Drill scenarios*\n" + "\n".join(lines)
+    chosen = scenarios if what == "all" else [what]
+    try:
+        started = drills.start(chosen, "slack", user)
+    except UnknownScenario as exc:
+        return f":warning: {exc}"
+    drills.audit_started(started, "slack", user)
+    runs = ", ".join(f"{sid} (run {run_id})" for run_id, sid in started.runs)
+    return (
+        f"Drill started: {runs}. Its thread opens in the drill channel; "
+        "nothing real changes (rehearsal mode)."
+    )
 
 
 class CommandRunner:
