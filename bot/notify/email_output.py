@@ -4,10 +4,11 @@
 (``update.posted``) it enqueues one email to the communication plan's
 addresses (stakeholders, commander, tech lead, comms); for an escalation level
 (``level.reached``) one email to the level's addresses when the incident's
-severity routes include email. It renders the message when the event happens,
-so the email says what was true then, and enqueues it in the caller's
-transaction. `EmailDelivery` is the queue's `Sender`: it composes the message
-from the row's payload and hands it to the SMTP server.
+severity routes include email. A recovery drill's incident gets no email at
+all. It renders the message when the event happens, so the email says what
+was true then, and enqueues it in the caller's transaction. `EmailDelivery` is
+the queue's `Sender`: it composes the message from the row's payload and hands
+it to the SMTP server.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class EmailOutput:
         if self.smtp_host is None or event.kind not in (Kind.UPDATE_POSTED, Kind.LEVEL_REACHED):
             return
         incident = session.get(Incident, event.incident_id)
-        if incident is None:
+        # A drill changes nothing real: no stakeholder update, no escalation email.
+        if incident is None or incident.drill_run_id is not None:
             return
         view = self.incident_view(incident)
         if event.kind == Kind.UPDATE_POSTED:
@@ -109,6 +111,7 @@ class EmailOutput:
             playbook_id=incident.playbook_id,
             pagerduty_url=incident.pagerduty_url,
             slack_url=slack_url,
+            drill=incident.drill_run_id is not None,
         )
 
     def _level_role(self, level: int) -> str:

@@ -43,6 +43,9 @@ class IncidentView:
     playbook_id: str
     pagerduty_url: str | None = None
     slack_url: str | None = None
+    # A recovery drill's incident: the output sends it nothing, but should a
+    # message ever be rendered for one, its subject must say DRILL.
+    drill: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def slack_thread_url(channel: str, ts: str) -> str:
 def render_update(incident: IncidentView, status: str, text: str) -> EmailContent:
     """A public status update (``update.posted``) for the stakeholders and the incident roles."""
     shown = _status_word(status)
-    subject = f"[{incident.severity.upper()}] #{incident.number} {incident.title} — {shown}"
+    subject = _subject(incident, f"#{incident.number} {incident.title} — {shown}")
     facts = [
         ("Public status", shown),
         ("Severity", incident.severity),
@@ -115,9 +118,7 @@ def render_update(incident: IncidentView, status: str, text: str) -> EmailConten
 
 def render_level(incident: IncidentView, level: int, role: str, reason: str) -> EmailContent:
     """An escalation level (``level.reached``) for the level's addresses."""
-    subject = (
-        f"[{incident.severity.upper()}] Level {level} — {role}: #{incident.number} {incident.title}"
-    )
+    subject = _subject(incident, f"Level {level} — {role}: #{incident.number} {incident.title}")
     facts = [
         ("Severity", incident.severity),
         ("Status", incident.status),
@@ -141,6 +142,11 @@ def render_level(incident: IncidentView, level: int, role: str, reason: str) -> 
         number=incident.number,
     )
     return _content(subject, body)
+
+
+def _subject(incident: IncidentView, rest: str) -> str:
+    severity = f"[{incident.severity.upper()}]"
+    return f"[DRILL] {severity} {rest}" if incident.drill else f"{severity} {rest}"
 
 
 def _status_word(status: str) -> str:

@@ -16,6 +16,8 @@ retried note never re-sends the level change (which re-notifies that level's
 on-call in PagerDuty). The queue sends an incident's rows oldest first, so the
 note follows the level.
 
+A recovery drill's incident enqueues nothing: a drill changes nothing real.
+
 `PagerDutyDelivery` is the queue's `Sender` for these rows. Its clients retry
 once at most (`QUEUE_RETRIES`): the queue's backoff and ``Retry-After``
 handling are the retry policy, and a worker thread is not held for seconds.
@@ -87,7 +89,8 @@ class PagerDutyOutput:
         if event.kind not in (Kind.OPENED, Kind.REOPENED, Kind.RESOLVED, Kind.LEVEL_REACHED):
             return
         incident = session.get(Incident, event.incident_id)
-        if incident is None:
+        # A drill pages nobody: no trigger, no level change, no note.
+        if incident is None or incident.drill_run_id is not None:
             return
         # A critical incident that fires again after it was resolved pages again: the
         # same dedup key opens a new PagerDuty incident once the old one is resolved.

@@ -4,7 +4,8 @@
 event's transaction, no I/O) holding only public facts: the incident number
 and when it opened (to find its Statuspage counterpart), the public name from
 config, the update's status and text, and the Statuspage components to set.
-Alert titles, labels, people and notes never reach the row.
+Alert titles, labels, people and notes never reach the row, and a recovery
+drill's incident never reaches Statuspage at all.
 
 `StatuspageDelivery` is the queue's `Sender` for those rows (REST API v1,
 ``Authorization: OAuth <key>``). The NEXUS ↔ Statuspage mapping lives on
@@ -84,7 +85,8 @@ class StatuspageOutput:
         if status not in PUBLIC_STATUSES or not isinstance(text, str) or not text.strip():
             return
         incident = session.get(Incident, event.incident_id)
-        if incident is None:
+        # A drill is never public: its "updates" rehearse the wording, nothing more.
+        if incident is None or incident.drill_run_id is not None:
             return
         payload = {
             "incident": incident.id,
@@ -121,6 +123,7 @@ class StatuspageOutput:
         others = session.scalars(
             sa.select(Incident).where(
                 Incident.id != incident.id,
+                Incident.drill_run_id.is_(None),
                 Incident.public_status.is_not(None),
                 Incident.public_status != "resolved",
             )

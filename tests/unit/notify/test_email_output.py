@@ -381,3 +381,28 @@ def test_unknown_methods_and_malformed_payloads_fail(server: SmtpServer) -> None
     bad_to = {**_payload(["a@nexus.test"]), "to": ["a@nexus.test\r\nBcc: evil@example.com"]}
     assert isinstance(delivery.send("email.send", bad_to), Failed)
     assert server.messages == []
+
+
+# -- recovery drills -------------------------------------------------------------
+
+
+def _make_drill(engine: sa.Engine, number: int) -> None:
+    with sessionmaker(engine).begin() as s:
+        s.execute(sa.update(Incident).where(Incident.id == number).values(drill_run_id=7))
+
+
+def test_a_drill_emails_nobody_while_a_real_incident_still_does(
+    engine: sa.Engine, server: SmtpServer
+) -> None:
+    timeline = Timeline([EmailOutput(make_settings(server.url()))])
+    drill, real = add_incident(engine, title="Schema mismatch (drill)"), add_incident(engine)
+    _make_drill(engine, drill)
+    for number in (drill, real):
+        record(engine, timeline, number, Kind.UPDATE_POSTED, status="identified", text="Found.")
+        record(engine, timeline, number, Kind.LEVEL_REACHED, **LEVEL_2)
+
+    assert {row.incident_id for row in email_rows(engine)} == {real}
+    assert deliver(engine, EmailDelivery(EmailSender(server.url(), SENDER))) == [Sent(), Sent()]
+    subjects = [m.message["Subject"] for m in server.messages]
+    assert all(f"#{real} " in s and "drill" not in s.lower() for s in subjects)
+    assert len(server.messages) == 2

@@ -208,3 +208,14 @@ def test_ids_and_links() -> None:
         "https://slack.com/archives/C0ABC/p1714979289000100"
     )
     assert slack_thread_url("C0/../x", "1.2") == "https://slack.com/archives/C0%2F..%2Fx/p12"
+
+
+def test_a_drill_says_drill_in_every_subject() -> None:
+    drill = replace(INCIDENT, drill=True)
+
+    update = render_update(drill, "identified", "Found it.")
+    level = render_level(drill, 2, "Engineering manager", "not acknowledged for 5m")
+
+    assert update.subject == "[DRILL] [CRITICAL] #12 Checkout API down — Identified"
+    assert level.subject.startswith("[DRILL] [CRITICAL] Level 2 — Engineering manager: #12 ")
+    assert not render_update(INCIDENT, "identified", "x").subject.startswith("[DRILL]")

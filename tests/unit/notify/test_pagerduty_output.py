@@ -495,3 +495,30 @@ def test_settings_clients_retry_once_and_leave_the_rest_to_the_queue(
         sender.close()
     assert pd.incident(pd_id).escalation_level == 3
     assert pd.alerts()["k-1"].status == "triggered"
+
+
+# -- recovery drills -------------------------------------------------------------
+
+
+def test_a_drill_pages_nobody_while_a_real_incident_still_pages(
+    engine: sa.Engine, pd: FakePagerDuty, delivery: PagerDutyDelivery
+) -> None:
+    timeline = _timeline()
+    drill_pd, real_pd = pd.add_incident(), pd.add_incident()
+    with Session(engine) as session, session.begin():
+        drill = _add_incident(session, key="drill:ssot-sync", pagerduty_incident_id=drill_pd)
+        drill.drill_run_id = 3
+        real = _add_incident(session, pagerduty_incident_id=real_pd)
+        for incident in (drill, real):
+            for kind in (Kind.OPENED, Kind.RESOLVED, Kind.REOPENED):
+                timeline.record(session, incident.id, kind, "nexus-bot", via="alerts")
+            timeline.record(session, incident.id, Kind.LEVEL_REACHED, "nexus-bot", **LEVEL_FACTS)
+        real_number = real.id
+
+    assert {row.incident_id for row in _rows(engine)} == {real_number}
+    assert all(isinstance(result, Sent) for result in _send_all(engine, delivery))
+    assert {e["dedup_key"] for e in pd.events()} == {"alertmanager:ssot-sync"}
+    assert all(drill_pd not in r.path for r in pd.requests())
+    assert pd.incident(drill_pd).escalation_level == 1
+    assert pd.incident(drill_pd).notes == []
+    assert pd.incident(real_pd).escalation_level == 2

@@ -413,3 +413,33 @@ def test_from_settings(sp: FakeStatuspage) -> None:
     finally:
         sender.close()
     assert len(sp.incidents()) == 1
+
+
+# -- recovery drills -------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("isolated_settings")
+def test_a_drill_never_reaches_statuspage_nor_colours_a_component(
+    engine: sa.Engine, sp: FakeStatuspage, delivery: StatuspageDelivery
+) -> None:
+    timeline = Timeline([StatuspageOutput(_settings())])
+    drill = _new_incident(engine, key="drill:ssot", public_status="investigating")
+    with Session(engine) as session, session.begin():
+        session.execute(sa.update(Incident).where(Incident.id == drill).values(drill_run_id=4))
+    real = _new_incident(engine, key="k-real", severity="warning")
+
+    _post_update(engine, timeline, drill, "investigating", "DRILL: rehearsing the wording.")
+    _post_update(engine, timeline, real, "investigating")
+    _post_update(engine, timeline, real, "resolved", "Done.")
+
+    rows = _rows(engine)
+    assert [r.incident_id for r in rows] == [real, real]
+    # The drill's "investigating" holds no component down: the real resolve clears it.
+    assert [r.payload["components"] for r in rows] == [
+        {SSOT_CP: "degraded_performance"},
+        {SSOT_CP: "operational"},
+    ]
+    assert [delivery.send(r.method, r.payload) for r in rows] == [Sent(), Sent()]
+    [mirrored] = sp.incidents()
+    assert mirrored.status == "resolved"
+    assert all("DRILL" not in str(body) for _, _, body in sp.writes())
