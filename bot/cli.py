@@ -13,6 +13,11 @@
     nexus-bot review ID                  the incident's post-incident review (Markdown)
     nexus-bot report [--since 30d] [--json]
                                          incident figures per playbook and severity
+    nexus-bot drill list [--json]        drill scenarios, schedules, next and last runs
+    nexus-bot drill run SCENARIO|--all [--wait] [--json]
+                                         start recovery drills (rehearsal mode)
+    nexus-bot drill history [--json] [--limit N]
+                                         past drills and missed scheduled ones
 
 Exit codes: 0 fine, 1 the input or the data is wrong (validation errors, a
 malformed payload, a broken audit chain), 2 the configuration or the command
@@ -100,7 +105,41 @@ def build_parser() -> argparse.ArgumentParser:
         "review", help="print an incident's post-incident review as Markdown"
     )
     review.add_argument("incident", type=incident_number, metavar="ID", help="incident number")
+    _add_drill_parser(commands)
     return parser
+
+
+def _add_drill_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    drill = commands.add_parser("drill", help="recovery drills: rehearse the playbooks")
+    drill_commands = drill.add_subparsers(dest="drill_command", required=True, parser_class=_Parser)
+    listing = drill_commands.add_parser("list", help="scenarios, schedules, next and last runs")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    run = drill_commands.add_parser("run", help="start drills now (nothing real changes)")
+    which = run.add_mutually_exclusive_group(required=True)
+    which.add_argument("scenario", nargs="?", type=scenario_id, help="a scenario id")
+    which.add_argument("--all", action="store_true", dest="all_scenarios", help="every scenario")
+    run.add_argument(
+        "--wait", action="store_true", help="wait for the scorecards; exit 1 if a step would fail"
+    )
+    run.add_argument("--json", action="store_true", help="print JSON")
+    history = drill_commands.add_parser("history", help="past drills and missed scheduled ones")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.add_argument(
+        "--limit",
+        type=incident_limit,
+        metavar="N",
+        default=INCIDENTS_DEFAULT_LIMIT,
+        help=f"at most N runs (default {INCIDENTS_DEFAULT_LIMIT})",
+    )
+
+
+def scenario_id(text: str) -> str:
+    """A drill scenario id: lower-case letters, digits and dashes."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", text):
+        raise argparse.ArgumentTypeError(
+            f"expected a scenario id like ai-malfunction, got {text[:40]!r}"
+        )
+    return text
 
 
 def incident_number(text: str) -> int:
@@ -181,6 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.commands.review import run_review
 
         return run_review(settings, args.incident)
+    if args.command == "drill":
+        from bot.commands.drill import drill_history, list_drills, run_drill
+
+        if args.drill_command == "list":
+            return list_drills(settings, args.json)
+        if args.drill_command == "history":
+            return drill_history(settings, args.json, args.limit)
+        return run_drill(settings, args.scenario, args.all_scenarios, args.wait, args.json)
     from bot.server import run_server
 
     # Once, against the directory the bot was started from: git and other
