@@ -13,7 +13,9 @@ guarantees are that worker's, for any output:
   the row is tried again; a sender must therefore finish well within the lease.
 * **Order.** Only the oldest pending row of each (output, incident) is
   eligible (rows without an incident: of each (output, channel)), so a row in
-  backoff holds back its own incident only.
+  backoff holds back its own incident only. Among the heads of one pacing
+  key, ``priority`` 0 goes before 1 (a recovery drill's rows wait for real
+  incidents'), then the oldest first.
 * **Pacing.** A token bucket per (output, channel) from the sender's
   ``rate``/``burst``. ``Retry(after=s)`` blocks that key for s seconds and gives
   the attempt back (HTTP 429); ``Retry()`` backs off exponentially with jitter;

@@ -95,7 +95,9 @@ def scan_heads(engine: sa.Engine, outputs: Collection[str], skip: Collection[int
             o.c.id, o.c.output, o.c.incident_id, o.c.channel, o.c.attempts, o.c.next_attempt_at
         )
         .where(o.c.id.in_(heads))
-        .order_by(o.c.id)
+        # Real incidents' heads before a drill's (priority 1); heads only, so
+        # an incident's own rows still go in id order.
+        .order_by(o.c.priority, o.c.id)
     )
     counts = sa.select(o.c.output, sa.func.count()).where(*mine).group_by(o.c.output)
     with engine.execution_options(**READ_ONLY_OPTIONS).connect() as conn:

@@ -3,11 +3,12 @@
 `IncidentDurationMetrics` (output name "metrics") observes, per severity and
 playbook, how long incidents took to be acknowledged and to be resolved,
 counted from `created_at` to the event (a reopened incident keeps its first
-`created_at`). It sends nothing, so it enqueues nothing: `on_event` runs inside
-the transaction that records the event, and an observation made there would
-count an acknowledgement that a rollback then undid. So observations wait in
-`session.info` and are made once the transaction commits; a rollback, of the
-transaction or of a savepoint around the event, drops them.
+`created_at`); recovery drills are left out. It sends nothing, so it enqueues
+nothing: `on_event` runs inside the transaction that records the event, and an
+observation made there would count an acknowledgement that a rollback then
+undid. So observations wait in `session.info` and are made once the
+transaction commits; a rollback, of the transaction or of a savepoint around
+the event, drops them.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class IncidentDurationMetrics:
         if histogram is None:
             return
         incident = session.get(Incident, event.incident_id)
-        if incident is None:
+        # A drill's timings are its scorecard's: in MTTA/MTTR they would skew real ones.
+        if incident is None or incident.drill_run_id is not None:
             return
         # A clock step backwards between replicas must not subtract from the sum.
         seconds = max(0.0, (event.at - incident.created_at).total_seconds())

@@ -4,7 +4,7 @@ What is public is decided here and only here: an incident appears once it has
 a public `update.posted` event; it shows the configured public name, its
 public updates, its times, and the components its `service` label maps to.
 Titles, labels, people, notes and remediations never leave the database
-through this module.
+through this module, and a recovery drill's incident never appears at all.
 
 `refresh` runs in the transaction of each public change (the status page is
 a timeline output) and from a periodic job (resolved incidents age out of the
@@ -51,6 +51,8 @@ def build(session: Session, settings: Settings, now: datetime | None = None) -> 
         .where(
             TimelineEvent.kind == Kind.UPDATE_POSTED.value,
             TimelineEvent.public.is_(True),
+            # A drill is never public: not listed, no updates, no component effect.
+            Incident.drill_run_id.is_(None),
             sa.or_(Incident.status != "resolved", Incident.resolved_at >= since),
         )
         .order_by(TimelineEvent.id)

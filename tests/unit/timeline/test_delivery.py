@@ -342,3 +342,25 @@ async def test_each_key_is_paced_by_its_senders_rate(engine: sa.Engine, far_end:
     assert sends[-1] - sends[0] >= 0.27
     assert sends == sorted(sends)
     assert far_end.times("relay")[0] < sends[2]  # its own bucket: not queued behind smtp
+
+
+async def test_a_drills_rows_wait_for_real_incidents_on_their_key(
+    engine: sa.Engine, far_end: FarEnd
+) -> None:
+    drill, real = new_incident(engine), new_incident(engine)
+    drill_rows = [add(engine, f"drill-{i}", incident_id=drill) for i in range(2)]
+    add(engine, "real-1", incident_id=real)
+    add(engine, "real-2", incident_id=real)
+    with Session(engine) as session, session.begin():
+        session.execute(
+            sa.update(OutboxMessage).where(OutboxMessage.id.in_(drill_rows)).values(priority=1)
+        )
+    # One send per pass at first (burst 1): the order of heads decides who goes.
+    worker = make_worker(engine, {"mail": HttpSender(far_end.url, rate=20, burst=1)})
+
+    await worker.deliver_due()
+    assert far_end.names() == ["real-1"]  # older drill rows waited
+    await drain(worker, engine)
+    names = far_end.names()
+    assert names.index("drill-0") < names.index("drill-1")  # the drill's own order kept
+    assert names.index("real-2") < names.index("drill-0")

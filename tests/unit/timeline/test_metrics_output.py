@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from bot.metrics import REGISTRY
+from bot.store.models import Incident
 from bot.store.repository import Repository
 from bot.timeline.events import Kind
 from bot.timeline.metrics_output import IncidentDurationMetrics
@@ -163,3 +164,17 @@ def test_an_event_dated_before_the_incident_counts_as_zero(
         timeline.record(s, number, Kind.ACKNOWLEDGED, "U0ALICE", at=T0 - timedelta(seconds=2))
     assert sample(f"{ACKNOWLEDGE}_count", playbook) == 1
     assert sample(f"{ACKNOWLEDGE}_sum", playbook) == 0
+
+
+def test_a_drill_is_not_observed(repo: Repository, timeline: Timeline, playbook: str) -> None:
+    drill, real = open_incident(repo, playbook), open_incident(repo, playbook)
+    with repo.session() as s:
+        s.execute(sa.update(Incident).where(Incident.id == drill).values(drill_run_id=5))
+    later = T0 + timedelta(minutes=10)
+    with repo.session() as s:
+        for number in (drill, real):
+            timeline.record(s, number, Kind.ACKNOWLEDGED, "U0ALICE", at=later, via="slack")
+            timeline.record(s, number, Kind.RESOLVED, "U0ALICE", at=later, reason="manual")
+    for name in (ACKNOWLEDGE, RESOLVE):
+        assert sample(f"{name}_count", playbook) == 1  # the real incident's only
+        assert sample(f"{name}_sum", playbook) == 600

@@ -124,3 +124,24 @@ def test_a_component_set_by_hand_stays_until_auto(engine: sa.Engine) -> None:
         "Configuration (SSOT)", "auto", "U0PM"
     )
     assert stored(engine)[0]["indicator"] == "none"  # type: ignore[index]
+
+
+def test_a_drill_is_never_on_the_page_nor_in_its_components(engine: sa.Engine) -> None:
+    core = make_core(engine, auto_publish_critical=True)
+    drill = core.incidents.ingest_alerts([alert("drill", severity="warning")]).incidents[0]
+    with engine.begin() as conn:
+        conn.execute(sa.update(Incident).where(Incident.id == drill).values(drill_run_id=9))
+    core.incidents.post_update(drill, "investigating", "DRILL: rehearsing", "U0PM")
+    with core.repo.session() as s:
+        snapshot.refresh(s, core.settings)
+    document, _ = stored(engine)  # type: ignore[misc]
+    assert document["active"] == [] and document["indicator"] == "none"
+    states = {c["id"]: c["status"] for c in document["components"]}  # type: ignore[union-attr]
+    assert set(states.values()) == {"operational"}
+
+    real = core.incidents.ingest_alerts([alert("real")]).incidents[0]  # auto-published
+    core.incidents.ingest_alerts([alert("drill", severity="warning", status="resolved")])
+    document, _ = stored(engine)  # type: ignore[misc]
+    assert [i["id"] for i in document["active"]] == [real]  # type: ignore[union-attr]
+    assert document["resolved"] == []
+    assert "DRILL" not in json.dumps(document)
