@@ -6,6 +6,11 @@ timeline is read there, no I/O) and enqueues one ``review.publish`` row:
 * on ``resolved`` of a warning or critical incident;
 * on ``review.requested`` (``/incident review``, ``@nexus review``), any severity.
 
+A recovery drill's incident gets no post-incident review (resolved or asked
+for): on ``drill.finished`` its scorecard is filed instead, through the same
+publisher (find-or-create by the incident's marker, under the ``drill`` label,
+the first label and so the one it is found by), at the queue's drill priority.
+
 The row coalesces per incident: a doubled request while one is pending adds
 nothing. Nothing is enqueued without ``review.repo`` or GitHub credentials.
 
@@ -36,6 +41,7 @@ from enum import StrEnum
 from typing import Any
 
 import requests
+import sqlalchemy as sa
 import structlog
 from github import GithubException, RateLimitExceededException
 from github.Issue import Issue
@@ -48,9 +54,10 @@ from bot.domain.alerts import Severity
 from bot.domain.playbooks import LoadedPlaybooks
 from bot.reviews.config import MAX_LABEL, ReviewConfig
 from bot.reviews.draft import draft_review, marker, slack_thread_url
+from bot.reviews.drill_scorecard import DrillIncident, draft_scorecard, scorecard_title
 from bot.reviews.facts import ReviewFacts, load_review_facts
 from bot.settings import Settings
-from bot.store.models import Incident
+from bot.store.models import Incident, OutboxMessage
 from bot.timeline.events import Event, Kind
 from bot.timeline.queue import Failed, Result, Retry, Sent, enqueue
 
@@ -68,8 +75,15 @@ CLOCK_SLACK = timedelta(days=1)
 DEFAULT_RATE_LIMIT_WAIT_S = 60.0
 MAX_RATE_LIMIT_WAIT_S = 3600.0
 
+# Drill scorecards are found by this label (and the incident's marker), never
+# mistaken for post-incident reviews, which are found by theirs.
+DRILL_LABEL = "drill"
+# outbox.priority of a drill's rows: after every real incident's (0) on one key.
+DRILL_PRIORITY = 1
+
 _PUBLISHED_ON = (Severity.WARNING, Severity.CRITICAL)
 _LABEL_COLOURS = {
+    DRILL_LABEL: "0e8a16",
     "severity/critical": "b60205",
     "severity/warning": "fbca04",
     "severity/info": "c5def5",
@@ -99,11 +113,22 @@ class GitHubReviewOutput:
         self.enabled = review.repo is not None and github_configured(settings)
 
     def on_event(self, session: Session, event: Event) -> None:
-        if not self.enabled or event.kind not in (Kind.RESOLVED, Kind.REVIEW_REQUESTED):
+        if not self.enabled or event.kind not in (
+            Kind.RESOLVED,
+            Kind.REVIEW_REQUESTED,
+            Kind.DRILL_FINISHED,
+        ):
             return
         incident = session.get(Incident, event.incident_id)
         if incident is None:
             return
+        if incident.drill_run_id is not None:
+            # A drill's review is its scorecard; nothing else of it reaches GitHub.
+            if event.kind == Kind.DRILL_FINISHED:
+                enqueue_drill_scorecard(session, self.review, incident, event.facts)
+            return
+        if event.kind == Kind.DRILL_FINISHED:
+            return  # not a drill's incident: a scorecard of nothing
         # Checked before drafting: an info incident's timeline is not read for nothing.
         if event.kind == Kind.RESOLVED and incident.severity not in _PUBLISHED_ON:
             return
@@ -149,6 +174,67 @@ def enqueue_review_publish(session: Session, review: ReviewConfig, facts: Review
         payload=payload,
         incident_id=incident.id,
         coalesce_key=f"review:{incident.id}",
+    )
+
+
+def enqueue_drill_scorecard(
+    session: Session, review: ReviewConfig, incident: Incident, facts: Mapping[str, Any]
+) -> bool:
+    """Queue the filing of a drill's scorecard (a ``review.publish`` row, coalesced per
+    incident, at drill priority); False if one is pending already."""
+    assert review.repo is not None
+    drill = DrillIncident(
+        id=incident.id,
+        severity=incident.severity,
+        playbook_id=incident.playbook_id,
+        thread_url=slack_thread_url(incident.slack_channel, incident.slack_root_ts),
+    )
+    payload = {
+        "repo": review.repo,
+        "incident": incident.id,
+        "opened_at": incident.created_at.isoformat(),
+        "title": scorecard_title(incident.id, facts)[:MAX_TITLE],
+        "body": fit_body(draft_scorecard(drill, facts), incident.id),
+        # The first label is the one the publisher finds the scorecard by.
+        "labels": [
+            label[:MAX_LABEL]
+            for label in (
+                DRILL_LABEL,
+                f"severity/{incident.severity}",
+                f"playbook/{incident.playbook_id}",
+            )
+        ],
+        "assignee": None,  # a drill's findings are the team's, not one commander's
+    }
+    added = enqueue(
+        session,
+        output=OUTPUT_NAME,
+        key=review.repo,
+        method=Method.PUBLISH,
+        payload=payload,
+        incident_id=incident.id,
+        coalesce_key=f"drill:{incident.id}",
+    )
+    if added:
+        _drill_priority(session, incident.id)
+    return added
+
+
+def _drill_priority(session: Session, incident_id: int) -> None:
+    """Move the drill incident's pending rows of this output behind real incidents'.
+
+    `enqueue` writes the column's default (0); every row of one incident must
+    carry the same priority, so all of the drill's pending rows are set.
+    """
+    session.execute(
+        sa.update(OutboxMessage)
+        .where(
+            OutboxMessage.output == OUTPUT_NAME,
+            OutboxMessage.incident_id == incident_id,
+            OutboxMessage.state == "pending",
+        )
+        .values(priority=DRILL_PRIORITY)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -207,11 +293,7 @@ class GitHubReviewDelivery:
         except (KeyError, TypeError, ValueError) as problem:
             # A row this code cannot read now will not be readable later either.
             return Failed(f"GitHub review {method}: bad payload: {problem!r}")
-        what = (
-            f"post-incident review of #{incident}"
-            if method == Method.PUBLISH
-            else f"follow-up of the review of #{incident}"
-        )
+        what = _what(method, incident, payload)
         if self.connector is None:
             return _rejected(what, "GitHub credentials are not configured")
         try:
@@ -294,6 +376,16 @@ class GitHubReviewDelivery:
         state = "closed" if issue.state == "closed" else "open"
         report = {"kind": "review.state", "state": state, "url": issue.html_url, "number": number}
         return Sent(report=report)
+
+
+def _what(method: str, incident: int, payload: Mapping[str, Any]) -> str:
+    """The row in words, for errors and reports."""
+    if method != Method.PUBLISH:
+        return f"follow-up of the review of #{incident}"
+    labels = payload.get("labels")
+    if isinstance(labels, list) and labels and labels[0] == DRILL_LABEL:
+        return f"drill scorecard of #{incident}"
+    return f"post-incident review of #{incident}"
 
 
 def _linked(issue: Issue) -> dict[str, Any]:

@@ -364,3 +364,182 @@ def test_without_credentials_or_readable_payload_rows_fail() -> None:
     assert isinstance(result, Failed)
     assert "credentials" in result.error
     assert isinstance(sender.send("review.publish", {"incident": 3}), Failed)
+
+
+# -- recovery drills ---------------------------------------------------------------
+
+DRILL_LABELS = ["drill", "severity/critical", "playbook/ssot-sync"]
+SCORECARD: dict[str, Any] = {
+    "run_id": 4,
+    "scenario": "ssot-schema-mismatch",
+    "scenario_title": "Schema mismatch after an SSOT change (drill)",
+    "playbook_id": "ssot-sync",
+    "matched_playbook": True,
+    "passed": False,
+    "ended": "timed_out",
+    "started_at": "2026-01-01T10:00:00+00:00",
+    "finished_at": "2026-01-01T10:25:00+00:00",
+    "time_to_acknowledge_seconds": 95,
+    "acknowledged_by": "U0ALICE",
+    "time_to_first_request_seconds": 250.5,
+    "steps": [
+        {
+            "step_id": "revert-commit",
+            "title": "Revert the SSOT commit",
+            "action": "git.revert",
+            "outcome": "rehearsed",
+            "would_work": True,
+            "reason": None,
+            "requested_by": "U0ALICE",
+            "approved_by": "U0BOB",
+            "time_to_request_seconds": 250.5,
+            "time_to_approve_seconds": 40,
+            "checks": ["branch drill/1-revert-commit pushed", "diff reverts 2 files"],
+        },
+        {
+            "step_id": "restart",
+            "title": "Restart <b>sync</b> @platform-team",
+            "action": "kubernetes.restart",
+            "outcome": "not requested",
+            "would_work": False,
+            "reason": "deployment ssot-sync\n# not found [x](https://evil.example)",
+            "requested_by": None,
+            "approved_by": None,
+            "time_to_request_seconds": None,
+            "time_to_approve_seconds": None,
+            "checks": [],
+        },
+    ],
+    "participants": ["U0ALICE", "U0BOB"],
+    "findings": ["Nobody approved within 5m <!-- nexus-incident: 1 -->"],
+}
+
+
+def _drill(engine: sa.Engine, timeline: Timeline, *, finish: bool = True) -> int:
+    """A drill's incident resolved, then (by default) finished, each committed; its id."""
+    number = _resolve_drill(engine, timeline)
+    if finish:
+        _finish(engine, timeline, number)
+    return number
+
+
+def _resolve_drill(engine: sa.Engine, timeline: Timeline) -> int:
+    now = utcnow()
+    with Session(engine) as session, session.begin():
+        incident = Incident(
+            key=f"drill:ssot-schema-mismatch:{now.timestamp()}",
+            source="alertmanager",
+            title="Schema mismatch after an SSOT change (drill)",
+            severity="critical",
+            status="resolved",
+            playbook_id="ssot-sync",
+            escalation_level=1,
+            created_at=now,
+            updated_at=now,
+            resolved_at=now,
+            labels={"service": "ssot"},
+            roles={"commander": ["U0ALICE"]},
+            slack_channel="C0DRILLS",
+            slack_root_ts="1767225600.000200",
+            drill_run_id=4,
+        )
+        session.add(incident)
+        session.flush()
+        timeline.record(session, incident.id, Kind.RESOLVED, "U0ALICE", reason="manual")
+        timeline.record(session, incident.id, Kind.REVIEW_REQUESTED, "U0BOB", requested_by="U0BOB")
+        return incident.id
+
+
+def _finish(engine: sa.Engine, timeline: Timeline, number: int) -> None:
+    with Session(engine) as session, session.begin():
+        timeline.record(session, number, Kind.DRILL_FINISHED, "nexus-bot", **SCORECARD)
+
+
+def test_a_drill_files_no_review_but_its_scorecard_at_drill_priority(engine: sa.Engine) -> None:
+    timeline = _timeline()
+    number = _drill(engine, timeline, finish=False)
+    assert _rows(engine) == []  # resolved and asked for: still no post-incident review
+
+    _finish(engine, timeline, number)
+    _finish(engine, timeline, number)  # recorded twice: one row while one is pending
+
+    [row] = _rows(engine)
+    assert (row.output, row.channel, row.method) == ("github_review", REPO, "review.publish")
+    assert (row.incident_id, row.coalesce_key, row.priority) == (number, f"drill:{number}", 1)
+    payload = row.payload
+    assert payload["title"] == f"DRILL ssot-schema-mismatch: FAILED (incident #{number})"
+    assert payload["labels"] == DRILL_LABELS
+    assert payload["assignee"] is None
+    body = payload["body"]
+    assert is_review_of(body, number)
+    for expected in (
+        "**Result:** FAILED (timed out)",
+        "Time to acknowledge: 1m 35s by `@U0ALICE`",
+        "Time to first remediation request: 4m 10s",
+        "### 1. Revert the SSOT commit",
+        "- Would it work for real: yes",
+        "- Requested by `@U0ALICE` after 4m 10s\n- Approved by `@U0BOB` after 40s",
+        "- **Drill run:** 4\n",
+        "  - branch drill/1-revert-commit pushed",
+        "- Would it work for real: no: deployment ssot-sync \\# not found",
+        "## Participants\n\n`@U0ALICE`, `@U0BOB`",
+        "https://slack.com/archives/C0DRILLS/p1767225600000200",
+    ):
+        assert expected in body, expected
+
+
+def test_outside_text_in_a_scorecard_is_inert(engine: sa.Engine) -> None:
+    number = _drill(engine, _timeline())
+    [row] = _rows(engine)
+    body = row.payload["body"]
+
+    assert "<b>" not in body and "\\<b\\>sync\\</b\\>" in body
+    assert "@platform-team" not in body  # no team mention: a word joiner follows the @
+    assert "[x](https://evil.example)" not in body
+    assert body.count("<!-- nexus-incident:") == 1  # a finding's marker is text, not ours
+    assert body.rstrip().endswith(marker(number))
+
+
+def test_drill_finished_of_a_real_incident_or_unconfigured_files_nothing(
+    engine: sa.Engine,
+) -> None:
+    real = _resolve(engine, _timeline(), severity="info")
+    _finish(engine, _timeline(), real)
+    _drill(engine, _timeline(token=False))
+    _drill(engine, _timeline(review=ReviewConfig()))
+    assert _rows(engine) == []
+
+
+def test_the_scorecard_is_filed_once_labelled_drill(
+    engine: sa.Engine, github: FakeGitHub, delivery: GitHubReviewDelivery
+) -> None:
+    github.add_issue(REPO, "A review", body=f"x\n\n{marker(1)}\n", labels=[LABELS[0]])
+    number = _drill(engine, _timeline())
+    [row] = _rows(engine)
+
+    assert delivery.send(row.method, row.payload) == _linked(github, 2)
+    assert delivery.send(row.method, row.payload) == _linked(github, 2)  # redelivered: found
+
+    review, scorecard = github.issues(REPO)
+    assert scorecard.title == f"DRILL ssot-schema-mismatch: FAILED (incident #{number})"
+    assert scorecard.labels == DRILL_LABELS
+    assert scorecard.body == row.payload["body"]
+    assert "drill" in github.labels(REPO)
+    assert review.labels == [LABELS[0]]
+    assert len([c for c in github.calls("POST") if c.path.endswith("/issues")]) == 1
+    listing = next(c for c in github.calls("GET") if c.path.endswith("/issues"))
+    assert listing.query["labels"] == "drill"
+
+
+def test_a_refused_scorecard_says_what_it_was(
+    engine: sa.Engine, github: FakeGitHub, delivery: GitHubReviewDelivery
+) -> None:
+    number = _drill(engine, _timeline())
+    [row] = _rows(engine)
+    github.fail_next(1, 422, method="POST", path="/issues", message="Validation Failed")
+
+    result = delivery.send(row.method, row.payload)
+
+    assert isinstance(result, Failed)
+    assert result.report is not None
+    assert result.report["what"] == f"drill scorecard of #{number}"
