@@ -186,6 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_validate(args.paths)
     settings = _settings_or_exit()
+    if args.command != "serve":
+        # One-shot commands: stdout is their answer (JSON, Markdown); log lines go
+        # to stderr, warnings and worse only, redacted like the server's.
+        from bot.logging import configure_logging
+
+        configure_logging("warning", secrets=settings.secret_values())
     if args.command == "simulate":
         from bot.commands.simulate import run_simulate
 

@@ -16,7 +16,7 @@ from bot.actions.registry import REGISTRY
 from bot.domain.playbook_review import review_today
 from bot.domain.playbooks import Playbook, load_playbooks
 from bot.reviews.playbook_use import LastUse, last_reviewed_use
-from bot.settings import SettingsError, load_settings
+from bot.settings import Settings, SettingsError, load_settings
 
 
 def run_validate(paths: list[Path]) -> int:
@@ -41,6 +41,8 @@ def run_validate(paths: list[Path]) -> int:
     folders = paths or [settings.nexus_playbooks if settings else Path("playbooks")]
     loaded = load_playbooks(folders, settings.allowed_targets if settings else None)
     problems += [str(p) for p in loaded.problems]
+    if settings is not None and loaded.playbooks:
+        problems += drill_problems(settings, loaded.playbooks)
     if not loaded.playbooks and not loaded.problems:
         problems.append(f"{', '.join(map(str, folders))}: no playbook files (*.yaml) found")
     for problem in problems:
@@ -78,6 +80,32 @@ def run_validate(paths: list[Path]) -> int:
             "review the playbook and move `last_reviewed` past that date"
         )
     return 0
+
+
+def drill_problems(settings: Settings, playbooks: list[Playbook]) -> list[str]:
+    """Each drill scenario names a loaded playbook and runnable steps of it."""
+    by_id = {p.id: p for p in playbooks}
+    found = []
+    where = f"{settings.nexus_config}: drills.scenarios"
+    for scenario_id, scenario in settings.drills.scenarios.items():
+        playbook = by_id.get(scenario.playbook)
+        if playbook is None:
+            found.append(f"{where}.{scenario_id}: unknown playbook {scenario.playbook!r}")
+            continue
+        for step_id in scenario.steps:
+            step = playbook.step(step_id)
+            if step is None:
+                steps = ", ".join(s.id for s in playbook.rollback)
+                found.append(
+                    f"{where}.{scenario_id}: playbook {playbook.id} has no step {step_id!r} "
+                    f"(its steps: {steps})"
+                )
+            elif step.action is None:
+                found.append(
+                    f"{where}.{scenario_id}: step {step_id!r} of {playbook.id} is manual; "
+                    "a drill can rehearse only steps with an action"
+                )
+    return found
 
 
 def _reviewed_before(playbook: Playbook, use: LastUse) -> bool:
