@@ -1,11 +1,12 @@
 """`nexus-bot report [--since 30d] [--json]`: incident figures per playbook and per severity.
 
 Counts the incidents *created* in the window (the last 30 days unless `--since`
-says otherwise) and, for each playbook, each severity and all of them together:
-how many there were, how long they took to be acknowledged and resolved, what
-happened to the remediations requested for them, how far they escalated. A
-remediation counts with its incident (so with the incident's playbook and
-severity), even when it was requested after the window began.
+says otherwise; recovery drills never count) and, for each playbook, each
+severity and all of them together: how many there were, how long they took to
+be acknowledged and resolved, what happened to the remediations requested for
+them, how far they escalated. A remediation counts with its incident (so with
+the incident's playbook and severity), even when it was requested after the
+window began.
 
 Time to acknowledge is `acknowledged_at - created_at` over the incidents that
 are acknowledged now; time to resolve is `resolved_at - created_at` over those
@@ -115,7 +116,8 @@ def run_report(settings: Settings, since: timedelta, as_json: bool) -> int:
 
 def load_incidents(engine: sa.Engine, cutoff: datetime) -> list[ReportedIncident]:
     """Incidents created at or after `cutoff`, with their remediation states and top level."""
-    in_window = Incident.created_at >= cutoff
+    # Drills rehearse; their figures are their scorecards', not the service's.
+    in_window = sa.and_(Incident.created_at >= cutoff, Incident.drill_run_id.is_(None))
     reader = engine.execution_options(**READ_ONLY_OPTIONS)
     # One read transaction: incidents, remediations and escalations from one snapshot.
     with Session(reader) as session, session.begin():

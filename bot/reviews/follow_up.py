@@ -23,6 +23,8 @@ from bot.store.repository import Repository
 from bot.timeline.events import Kind
 
 _SETTLED = (Kind.REVIEW_REMINDER.value, Kind.REVIEW_CLOSED.value)
+# A drill's issue (linked like a review) is its scorecard: nobody owes a review of it.
+_NOT_A_DRILL = Incident.drill_run_id.is_(None)
 
 REVIEWS_OPEN = Gauge(
     "nexus_post_incident_reviews_open",
@@ -43,9 +45,12 @@ def enqueue_due_checks(repo: Repository, review: ReviewConfig, now: datetime | N
         )
         REVIEWS_OPEN.set(
             s.execute(
-                sa.select(sa.func.count(sa.distinct(TimelineEvent.incident_id))).where(
+                sa.select(sa.func.count(sa.distinct(TimelineEvent.incident_id)))
+                .join(Incident, Incident.id == TimelineEvent.incident_id)
+                .where(
                     TimelineEvent.kind == Kind.REVIEW_LINKED.value,
                     TimelineEvent.incident_id.not_in(closed),
+                    _NOT_A_DRILL,
                 )
             ).scalar_one()
         )
@@ -57,6 +62,7 @@ def enqueue_due_checks(repo: Repository, review: ReviewConfig, now: datetime | N
                 TimelineEvent.kind == Kind.REVIEW_LINKED.value,
                 Incident.status == "resolved",
                 Incident.resolved_at <= now - review.remind_after,
+                _NOT_A_DRILL,
                 TimelineEvent.incident_id.not_in(settled),
             )
         ).all()

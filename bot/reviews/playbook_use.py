@@ -30,7 +30,8 @@ class LastUse:
 
 
 def last_reviewed_use(database_url: str) -> dict[str, LastUse] | None:
-    """Per playbook, its newest resolved warning/critical incident; None if unreadable."""
+    """Per playbook, its newest resolved warning/critical incident (drills aside);
+    None if unreadable."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and (
         not url.database or not Path(url.database).is_file()
@@ -49,6 +50,7 @@ def last_reviewed_use(database_url: str) -> dict[str, LastUse] | None:
                 sa.column("severity", sa.Text()),
                 sa.column("status", sa.Text()),
                 sa.column("resolved_at", sa.DateTime(timezone=True)),
+                sa.column("drill_run_id", sa.Integer()),
             )
             rows = conn.execute(
                 sa.select(incidents.c.id, incidents.c.playbook_id, incidents.c.resolved_at)
@@ -56,6 +58,8 @@ def last_reviewed_use(database_url: str) -> dict[str, LastUse] | None:
                     incidents.c.status == "resolved",
                     incidents.c.severity.in_(_REVIEWED_SEVERITIES),
                     incidents.c.resolved_at.is_not(None),
+                    # A drill rehearses the playbook; it is no use that calls for a review.
+                    incidents.c.drill_run_id.is_(None),
                 )
                 .order_by(incidents.c.resolved_at)
             ).all()

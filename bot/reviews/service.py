@@ -1,9 +1,10 @@
 """`/incident review [N]`: ask for the post-incident review (filed once as a GitHub issue).
 
 A warning or critical incident's review is filed when it resolves; this use case
-files it on demand, or says where it is. Filing is find-or-create in the GitHub
-output (one issue per incident, however often it is asked for); without GitHub
-the draft is printed by `nexus-bot review N`.
+files it on demand, or says where it is. A recovery drill gets no review: its
+scorecard is filed when it ends (this says where, once it is). Filing is
+find-or-create in the GitHub output (one issue per incident, however often it
+is asked for); without GitHub the draft is printed by `nexus-bot review N`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,21 @@ class ReviewService:
 
     def request(self, number: int, actor: str) -> Outcome:
         with self.repo.session() as s:
-            if s.get(Incident, number) is None:
+            incident = s.get(Incident, number)
+            if incident is None:
                 return Outcome(message=f"There is no incident #{number}.")
+            drill = incident.drill_run_id is not None
             linked = [e for e in read_timeline(s, number) if e.kind == Kind.REVIEW_LINKED]
             if linked:
                 url = linked[-1].fact("url")
-                return Outcome(incidents=[number], message=f"The review of #{number}: {url}")
+                what = "scorecard of drill" if drill else "review of"
+                return Outcome(incidents=[number], message=f"The {what} #{number}: {url}")
+            if drill:
+                # A drill gets no post-incident review: its scorecard is filed when it ends.
+                return Outcome(
+                    incidents=[number],
+                    message=f"#{number} is a DRILL: its scorecard is filed when the drill ends.",
+                )
             if self.publishes_to is None:
                 return Outcome(
                     incidents=[number],
