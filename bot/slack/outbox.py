@@ -25,6 +25,11 @@ What each function enqueues (the row kinds are in `bot.slack.outbox_rows`):
 * `enqueue_reply_edit`: a chat.update of the keyed reply; the ts is that
   reply's, looked up when the edit is delivered (after the reply, in id order).
 * `enqueue_message`: a message outside incident threads, ordered per channel.
+
+Every function takes a ``priority`` (`PRIORITY_REAL`, the default, or
+`PRIORITY_DRILL`): a drill incident's rows are enqueued with the latter so
+that, under pacing, a channel sends real incidents' rows first. All rows of
+one incident must have the same priority (the caller knows the incident).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from bot.slack.outbox_rows import (
     OUTBOX,
     OUTPUT,
     POST,
+    PRIORITY_REAL,
     UPDATE,
     check_reply_key,
     edit_key,
@@ -81,6 +87,7 @@ def _insert(
     coalesce_key: str | None = None,
     thread_ts: str | None = None,
     not_before: datetime | None = None,
+    priority: int = PRIORITY_REAL,
 ) -> None:
     now = utcnow()
     session.execute(
@@ -96,6 +103,7 @@ def _insert(
             attempts=0,
             next_attempt_at=max(now, not_before) if not_before is not None else now,
             created_at=now,
+            priority=priority,
         )
     )
     _wake_after_commit(session)
@@ -120,7 +128,13 @@ def _incident_channel(session: Session, incident_id: int, channel: str | None) -
 
 
 def enqueue_root_post(
-    session: Session, incident_id: int, channel: str, text: str, blocks: list[dict[str, Any]]
+    session: Session,
+    incident_id: int,
+    channel: str,
+    text: str,
+    blocks: list[dict[str, Any]],
+    *,
+    priority: int = PRIORITY_REAL,
 ) -> None:
     """Post the incident's root message; its ts becomes ``incidents.slack_root_ts``.
 
@@ -134,6 +148,7 @@ def enqueue_root_post(
         payload=_content(text, blocks),
         incident_id=incident_id,
         coalesce_key=root_key(incident_id),
+        priority=priority,
     )
 
 
@@ -144,6 +159,8 @@ def enqueue_thread_reply(
     text: str,
     blocks: list[dict[str, Any]] | None = None,
     key: str | None = None,
+    *,
+    priority: int = PRIORITY_REAL,
 ) -> None:
     """Reply in the incident's thread; waits (without error) until the root exists.
 
@@ -161,6 +178,7 @@ def enqueue_thread_reply(
         payload=_content(text, blocks),
         incident_id=incident_id,
         coalesce_key=key,
+        priority=priority,
     )
 
 
@@ -170,6 +188,8 @@ def enqueue_reply_edit(
     key: str,
     text: str,
     blocks: list[dict[str, Any]],
+    *,
+    priority: int = PRIORITY_REAL,
 ) -> None:
     """Make the incident's reply enqueued under ``key`` show ``text``/``blocks``.
 
@@ -187,6 +207,7 @@ def enqueue_reply_edit(
         payload=_content(text, blocks),
         incident_id=incident_id,
         coalesce_key=edit_key(key),
+        priority=priority,
     )
 
 
@@ -196,6 +217,8 @@ def enqueue_root_update(
     channel: str | None,
     text: str,
     blocks: list[dict[str, Any]],
+    *,
+    priority: int = PRIORITY_REAL,
 ) -> None:
     """Make the incident's root message show ``text``/``blocks``; coalesced.
 
@@ -246,6 +269,7 @@ def enqueue_root_update(
         incident_id=incident_id,
         coalesce_key=update_key(incident_id),
         not_before=not_before,
+        priority=priority,
     )
 
 
@@ -255,10 +279,17 @@ def enqueue_message(
     text: str,
     blocks: list[dict[str, Any]] | None = None,
     thread_ts: str | None = None,
+    *,
+    priority: int = PRIORITY_REAL,
 ) -> None:
     """A message not tied to an incident thread (ordered per channel)."""
     _insert(
-        session, channel=channel, method=POST, payload=_content(text, blocks), thread_ts=thread_ts
+        session,
+        channel=channel,
+        method=POST,
+        payload=_content(text, blocks),
+        thread_ts=thread_ts,
+        priority=priority,
     )
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "OUTBOX",
     "OUTPUT",
     "POST",
+    "PRIORITY_DRILL",
+    "PRIORITY_REAL",
     "UPDATE",
     "Kind",
     "check_reply_key",
@@ -42,6 +44,10 @@ OUTPUT = "slack"  # the outbox.output of every row this package writes and deliv
 POST = "chat.postMessage"
 UPDATE = "chat.update"
 EDIT_PREFIX = "edit:"
+# outbox.priority: among the rows due for one channel, lower goes first, so a
+# recovery drill's messages never hold up a real incident's under pacing.
+PRIORITY_REAL = 0
+PRIORITY_DRILL = 1
 # Keys of the incident's own root rows start with this; a reply key must not.
 _INCIDENT_PREFIX = "incident:"
 

@@ -7,7 +7,8 @@ rows of other outputs share the table and the incident but are
 
 * `OutboxStore.due`: the head row of each incident (a pending root post
   first, then id order, and only once the root has a ts) and of each
-  channel's loose messages, if its ``next_attempt_at`` has come.
+  channel's loose messages, if its ``next_attempt_at`` has come; real
+  incidents' heads before a drill's (``priority``), then by `_rank` and id.
 * `OutboxStore.claim`: compare-and-set on ``(state, attempts,
   next_attempt_at)``; the payload is read after winning, in the claim's
   transaction, and the thread ts (replies), root ts (updates) or the keyed
@@ -68,6 +69,9 @@ class Candidate:
     channel: str  # pacing key
     attempts: int
     rank: int = 2  # lower goes first within a channel; see _rank
+    # outbox.priority; lower goes first within a channel, before rank: a drill's
+    # rows (1) wait for every real incident's (0), roots included.
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class OutboxStore:
                 o.c.channel,
                 o.c.attempts,
                 o.c.next_attempt_at,
+                o.c.priority,
                 i.c.slack_channel,
                 i.c.slack_root_ts,
                 i.c.source,
@@ -201,9 +206,11 @@ class OutboxStore:
                     channel,
                     row.attempts,
                     _rank(kind, row.source),
+                    row.priority,
                 )
             )
-        candidates.sort(key=lambda c: (c.rank, c.id))
+        # Only heads are sorted, so an incident's own rows keep their id order.
+        candidates.sort(key=lambda c: (c.priority, c.rank, c.id))
         return Due(candidates, next_in)
 
     # -- claiming ------------------------------------------------------------
