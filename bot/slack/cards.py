@@ -10,6 +10,7 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
+    ConfirmObject,
     ContextBlock,
     MarkdownTextObject,
     SectionBlock,
@@ -17,10 +18,12 @@ from slack_sdk.models.blocks import (
 
 from bot.remediation.flow import Decided
 from bot.slack.blocks import clip, escape, mention, to_json
+from bot.slack.drill_text import DRILL_NOTICE
 
 ACTION_APPROVE = "approval.approve"
 ACTION_DENY = "approval.deny"
 ACTION_UNDO = "remediation.undo"
+REHEARSAL_APPROVE = "Approve (rehearsal — nothing real changes)"
 
 
 def _md(text: str) -> dict[str, str]:
@@ -36,19 +39,26 @@ def approval_card(
     details: list[str],
     expires_at: datetime,
     approvers: list[str],
+    rehearsal: bool = False,
 ) -> list[dict[str, Any]]:
+    """The card a second person approves or denies; ``rehearsal``: a drill's request."""
     value = json.dumps({"r": request_id})
     lines = "\n".join(f"• {escape(line)}" for line in details[:25])
     who = ", ".join(mention(a) for a in approvers) if approvers else "_nobody is configured_"
-    blocks: list[Block] = [
-        SectionBlock(
-            text=_md(
-                f":raised_hand: *Remediation #{request_id}: {escape(title)}*\n"
-                f"Requested by <@{requested_by}>. It runs only when a second, different, "
-                f"authorised person approves it.\n*What will happen:* {escape(summary)}"
-            )
-        ),
-    ]
+    if rehearsal:
+        heading = (
+            f":test_tube: *DRILL — Remediation #{request_id} (rehearsal): {escape(title)}*\n"
+            f"Requested by <@{requested_by}>. It is rehearsed only when a second, different, "
+            f"authorised person approves it; {DRILL_NOTICE.lower()}.\n"
+            f"*What would happen:* {escape(summary)}"
+        )
+    else:
+        heading = (
+            f":raised_hand: *Remediation #{request_id}: {escape(title)}*\n"
+            f"Requested by <@{requested_by}>. It runs only when a second, different, "
+            f"authorised person approves it.\n*What will happen:* {escape(summary)}"
+        )
+    blocks: list[Block] = [SectionBlock(text=_md(heading))]
     if lines:
         blocks.append(SectionBlock(text=_md(f"*Preview (live)*\n{lines}")))
     blocks.append(
@@ -58,13 +68,26 @@ def approval_card(
             ]
         )
     )
+    approve = ButtonElement(text="Approve", action_id=ACTION_APPROVE, value=value, style="primary")
+    if rehearsal:
+        # The dialog makes the approver read it: in a drill, approving rehearses.
+        approve = ButtonElement(
+            text=REHEARSAL_APPROVE,
+            action_id=ACTION_APPROVE,
+            value=value,
+            style="primary",
+            confirm=ConfirmObject(
+                title="Approve the rehearsal?",
+                text=f"{REHEARSAL_APPROVE}: this is a recovery drill, the step is only rehearsed.",
+                confirm="Approve rehearsal",
+                deny="Cancel",
+            ),
+        )
     blocks.append(
         ActionsBlock(
             block_id=f"approval-{request_id}",
             elements=[
-                ButtonElement(
-                    text="Approve", action_id=ACTION_APPROVE, value=value, style="primary"
-                ),
+                approve,
                 ButtonElement(text="Deny", action_id=ACTION_DENY, value=value, style="danger"),
             ],
         )

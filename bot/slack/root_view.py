@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bot.communication import ROLE_TITLES
 from bot.domain.playbooks import GENERIC_TRIAGE, LoadedPlaybooks
 from bot.settings import Settings
 from bot.slack.blocks import IncidentView, root_blocks, root_text, to_json
+from bot.slack.drill_text import (
+    DRILL_TITLE_PREFIX,
+    DrillStatus,
+    drill_context_block,
+    drill_status_line,
+)
 from bot.store.models import Incident
 from bot.store.repository import AlertSummary
 
@@ -48,5 +55,18 @@ def incident_view(
     )
 
 
-def root_message(view: IncidentView) -> tuple[str, list[dict[str, Any]]]:
-    return root_text(view), to_json(root_blocks(view))
+def root_message(
+    view: IncidentView, drill: DrillStatus | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """The root's fallback text and blocks; ``drill``: the incident is a recovery drill's."""
+    if drill is None:
+        return root_text(view), to_json(root_blocks(view))
+    # The title carries the mark so that the header, the fallback text and a
+    # phone's notification all say DRILL; the line under the header says why.
+    view = replace(view, title=f"{DRILL_TITLE_PREFIX}{view.title}")
+    text = root_text(view)
+    if drill != "running":
+        text = f"{text} — DRILL finished: {drill.upper()}"
+    blocks = to_json(root_blocks(view))
+    blocks.insert(1, drill_context_block(drill_status_line(drill)))
+    return text, blocks

@@ -5,6 +5,12 @@ compare-and-set on the incident row), so exactly one root message and one
 playbook are posted whatever the number of replicas; later events reply in
 that thread and re-render the root from the incident's state. Everything is
 enqueued on the durable, paced Slack outbox in the event's own transaction.
+
+A recovery drill's incident (``incidents.drill_run_id`` set) opens its thread
+in the drill channel, says DRILL in its root and every reply, renders
+rehearsed remediations as "would (not) work", ends with the drill's
+scorecard, and is enqueued at `PRIORITY_DRILL` so that real incidents'
+messages go first (`bot.slack.drill_text` has the wording).
 """
 
 from __future__ import annotations
@@ -22,12 +28,23 @@ from bot.durations import format_duration
 from bot.settings import Settings
 from bot.slack.blocks import escape, mention, playbook_blocks, to_json, who
 from bot.slack.cards import approval_card, decided_card, expired_card, undo_blocks
+from bot.slack.drill_text import (
+    DRILL_NOTICE,
+    DrillStatus,
+    drill_context_block,
+    drill_reply,
+    rehearsal_done,
+    rehearsal_failed,
+    scorecard_blocks,
+    scorecard_text,
+)
 from bot.slack.outbox import (
     enqueue_reply_edit,
     enqueue_root_post,
     enqueue_root_update,
     enqueue_thread_reply,
 )
+from bot.slack.outbox_rows import PRIORITY_DRILL, PRIORITY_REAL
 from bot.slack.root_view import incident_view, root_message
 from bot.store.models import Incident, TimelineEvent
 from bot.store.repository import Repository
@@ -56,12 +73,23 @@ ROOT_CHANGES = frozenset(
         Kind.ROLE_ASSIGNED,
         Kind.UPDATE_POSTED,
         Kind.REVIEW_LINKED,
+        Kind.DRILL_FINISHED,
     }
 )
+# Slack refuses a message of more than 50 blocks.
+MAX_BLOCKS = 50
 
 
 def card_key(request_id: int) -> str:
     return f"remediation:{request_id}:card"
+
+
+def _is_drill(incident: Incident) -> bool:
+    return incident.drill_run_id is not None
+
+
+def _priority(incident: Incident) -> int:
+    return PRIORITY_DRILL if _is_drill(incident) else PRIORITY_REAL
 
 
 class SlackThreadOutput:
@@ -126,6 +154,14 @@ class SlackThreadOutput:
             ),
             Kind.REVIEW_CLOSED: lambda e: f":white_check_mark: Review <{e.fact('url')}> closed.",
         }
+        # A drill's remediations are rehearsed and its ladder mentions only the
+        # participants: these say so; every other reply reads as in a real incident.
+        self._drill_replies: dict[str, Callable[[Event], str | None]] = {
+            **self._replies,
+            Kind.LEVEL_REACHED: lambda e: self._level(e, drill=True),
+            Kind.REMEDIATION_DONE: rehearsal_done,
+            Kind.REMEDIATION_FAILED: rehearsal_failed,
+        }
 
     def on_event(self, session: Session, event: Event) -> None:
         if event.kind == Kind.OPENED:
@@ -134,27 +170,49 @@ class SlackThreadOutput:
         incident = session.get(Incident, event.incident_id, populate_existing=True)
         if incident is None or incident.slack_channel is None:
             return  # no thread (no channel configured when it opened)
-        render = self._replies.get(event.kind)
+        drill, priority = _is_drill(incident), _priority(incident)
+        if event.kind == Kind.DRILL_FINISHED:
+            facts = event.facts
+            enqueue_thread_reply(
+                session,
+                event.incident_id,
+                incident.slack_channel,
+                scorecard_text(facts),
+                scorecard_blocks(facts),
+                priority=priority,
+            )
+        render = (self._drill_replies if drill else self._replies).get(event.kind)
         text = render(event) if render is not None else None
-        if event.kind == Kind.RESOLVED and incident.severity in ("critical", "warning"):
+        # A drill is scored by its scorecard, not reviewed like an outage.
+        reviewed = incident.severity in ("critical", "warning") and not drill
+        if event.kind == Kind.RESOLVED and reviewed:
             text = f"{text}\n{self._review_hint(event.incident_id)}"
         if event.kind == Kind.REMEDIATION_REQUESTED:
-            self._approval_card(session, event)
+            self._approval_card(session, event, drill)
         elif text:
-            enqueue_thread_reply(session, event.incident_id, incident.slack_channel, text)
+            enqueue_thread_reply(
+                session,
+                event.incident_id,
+                incident.slack_channel,
+                drill_reply(text) if drill else text,
+                priority=priority,
+            )
         if event.kind == Kind.REMEDIATION_EXPIRED:
+            expired = f"Remediation #{event.fact('request_id')} expired"
             enqueue_reply_edit(
                 session,
                 event.incident_id,
                 card_key(int(event.fact("request_id"))),
-                f"Remediation #{event.fact('request_id')} expired",
+                drill_reply(expired) if drill else expired,
                 expired_card(
                     int(event.fact("request_id")),
                     str(event.fact("title", "")),
                     str(event.fact("requested_by", "")),
                 ),
+                priority=priority,
             )
-        if event.kind == Kind.REMEDIATION_DONE and event.fact("undo_title"):
+        # A rehearsal changed nothing, so it offers nothing to undo.
+        if event.kind == Kind.REMEDIATION_DONE and event.fact("undo_title") and not drill:
             title = str(event.fact("undo_title"))
             enqueue_thread_reply(
                 session,
@@ -170,15 +228,20 @@ class SlackThreadOutput:
 
     def _open_thread(self, s: Session, event: Event) -> None:
         """Enqueue the root and the playbook, once per incident."""
-        if self.channel is None or not self.repo.claim_slack_thread(
-            s, event.incident_id, self.channel
-        ):
+        incident = s.get(Incident, event.incident_id, populate_existing=True)
+        if incident is None:
+            return
+        drill, priority = _is_drill(incident), _priority(incident)
+        # Drills rehearse in their own channel, away from real incidents.
+        channel = self.settings.drill_channel() if drill else self.channel
+        if channel is None or not self.repo.claim_slack_thread(s, event.incident_id, channel):
             return
         incident = s.get(Incident, event.incident_id, populate_existing=True)
         assert incident is not None
         summary = self.repo.alert_summary(incident.id, session=s)
-        text, blocks = root_message(incident_view(incident, self.playbooks, self.settings, summary))
-        enqueue_root_post(s, incident.id, self.channel, text, blocks)
+        view = incident_view(incident, self.playbooks, self.settings, summary)
+        text, blocks = root_message(view, "running" if drill else None)
+        enqueue_root_post(s, incident.id, channel, text, blocks, priority=priority)
         routes = ", ".join(event.fact("routes", []))
         intro = (
             f"Playbook `{event.fact('playbook_id')}` ({escape(event.fact('match', ''))}). "
@@ -187,7 +250,10 @@ class SlackThreadOutput:
         )
         if event.fact("declared_by"):
             intro = f"Declared by <@{event.fact('declared_by')}>. {intro}"
-        enqueue_thread_reply(s, incident.id, self.channel, intro)
+        if drill:
+            scenario = escape(str(event.fact("drill_scenario") or "?"))
+            intro = drill_reply(f":test_tube: Scenario `{scenario}`: {DRILL_NOTICE}. {intro}")
+        enqueue_thread_reply(s, incident.id, channel, intro, priority=priority)
         playbook = self.playbooks.get(incident.playbook_id)
         if playbook is None:
             return
@@ -195,13 +261,31 @@ class SlackThreadOutput:
         steps = [
             plan_step(step, values, self.settings.allowed_targets) for step in playbook.rollback
         ]
-        enqueue_thread_reply(
-            s,
-            incident.id,
-            self.channel,
-            f"Playbook: {playbook.title}",
-            to_json(playbook_blocks(playbook, steps, incident.id)),
-        )
+        title = f"Playbook: {playbook.title}"
+        playbook_json = to_json(playbook_blocks(playbook, steps, incident.id))
+        if drill:
+            # The blocks hide the text: they say DRILL themselves (a step may
+            # give way at the 50-block limit, only in a drill).
+            title = drill_reply(title)
+            playbook_json = [drill_context_block(), *playbook_json][:MAX_BLOCKS]
+        enqueue_thread_reply(s, incident.id, channel, title, playbook_json, priority=priority)
+
+    def _drill_status(self, s: Session, incident: Incident) -> DrillStatus | None:
+        """None for a real incident; a drill is running until its scorecard is recorded."""
+        if not _is_drill(incident):
+            return None
+        scorecard = s.execute(
+            sa.select(TimelineEvent.facts)
+            .where(
+                TimelineEvent.incident_id == incident.id,
+                TimelineEvent.kind == Kind.DRILL_FINISHED.value,
+            )
+            .order_by(TimelineEvent.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if not isinstance(scorecard, dict):
+            return "running"
+        return "passed" if scorecard.get("passed") else "failed"
 
     def _refresh_root(self, s: Session, incident: Incident) -> None:
         summary = self.repo.alert_summary(incident.id, session=s)
@@ -216,10 +300,12 @@ class SlackThreadOutput:
         ).scalar_one_or_none()
         url = str(review.get("url")) if isinstance(review, dict) and review.get("url") else None
         view = incident_view(incident, self.playbooks, self.settings, summary, review_url=url)
-        text, blocks = root_message(view)
-        enqueue_root_update(s, incident.id, incident.slack_channel, text, blocks)
+        text, blocks = root_message(view, self._drill_status(s, incident))
+        enqueue_root_update(
+            s, incident.id, incident.slack_channel, text, blocks, priority=_priority(incident)
+        )
 
-    def _approval_card(self, s: Session, e: Event) -> None:
+    def _approval_card(self, s: Session, e: Event, drill: bool = False) -> None:
         request_id = int(e.fact("request_id"))
         card = approval_card(
             request_id=request_id,
@@ -229,14 +315,21 @@ class SlackThreadOutput:
             details=[str(d) for d in e.fact("details", [])],
             expires_at=datetime.fromisoformat(str(e.fact("expires_at"))),
             approvers=[str(a) for a in e.fact("approvers", [])],
+            rehearsal=drill,
         )
+        text = f"Remediation #{request_id} needs approval: {e.fact('title', '')}"
+        if drill:
+            text = drill_reply(
+                f"Remediation #{request_id} needs approval (rehearsal): {e.fact('title', '')}"
+            )
         enqueue_thread_reply(
             s,
             e.incident_id,
             None,
-            f"Remediation #{request_id} needs approval: {e.fact('title', '')}",
+            text,
             card,
             key=card_key(request_id),
+            priority=PRIORITY_DRILL if drill else PRIORITY_REAL,
         )
 
     # -- replies -----------------------------------------------------------------
@@ -278,12 +371,14 @@ class SlackThreadOutput:
         )
 
     @staticmethod
-    def _level(e: Event) -> str:
+    def _level(e: Event, drill: bool = False) -> str:
         reason = escape(str(e.fact("reason", "")))
         if e.fact("reason") == "escalated by hand":
             reason = f"escalated by {who(e.actor)}"
         role = escape(e.fact("role", ""))
-        text = f":rotating_light: *Level {e.fact('level')} — {role}*: {reason}."
+        # In a drill `slack` is the participants (the core puts them there): no one else.
+        ladder = " (drill ladder)" if drill else ""
+        text = f":rotating_light: *Level {e.fact('level')} — {role}*{ladder}: {reason}."
         people = " ".join(mention(p) for p in e.fact("slack", []))
         return f"{text} {people}".strip()
 

@@ -1,4 +1,8 @@
-"""`@nexus timeline`: one short mrkdwn line per timeline event, with who and when."""
+"""`@nexus timeline`: one short mrkdwn line per timeline event, with who and when.
+
+A recovery drill's timeline starts with a DRILL line, and its rehearsed
+remediations say whether they would have worked.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 from bot.communication import ROLE_TITLES
 from bot.slack.blocks import escape, who
+from bot.slack.drill_text import DRILL_NOTICE
 from bot.timeline.events import Event, Kind
 
 _SUMMARIES: dict[str, Callable[[Event], str]] = {
@@ -40,7 +45,8 @@ _SUMMARIES: dict[str, Callable[[Event], str]] = {
     Kind.REMEDIATION_DENIED: lambda e: f"denied remediation #{e.fact('request_id')}",
     Kind.REMEDIATION_EXPIRED: lambda e: f"remediation #{e.fact('request_id')} expired",
     Kind.REMEDIATION_DONE: lambda e: (
-        f"remediation #{e.fact('request_id')} done"
+        f"remediation #{e.fact('request_id')} "
+        + ("rehearsed: would work" if e.fact("rehearsal") else "done")
         + (f", undoing #{e.fact('undoes')}" if e.fact("undoes") else "")
         + f" (approved by {who(str(e.fact('approved_by')))})"
     ),
@@ -58,7 +64,12 @@ _SUMMARIES: dict[str, Callable[[Event], str]] = {
     Kind.UPDATE_REMINDER: lambda e: "reminded Communications to post a public update",
     Kind.DELIVERY_PROBLEM: lambda e: f"{escape(str(e.fact('output', '')))} delivery refused",
     Kind.REVIEW_LINKED: lambda e: f"review linked: <{e.fact('url')}>",
+    Kind.DRILL_FINISHED: lambda e: (
+        f"drill finished: {'PASSED' if e.fact('passed') else 'FAILED'} "
+        f"({escape(str(e.fact('scenario_title') or e.fact('scenario', '')))})"
+    ),
 }
+DRILL_LINE = f":test_tube: *DRILL* — {DRILL_NOTICE}."
 
 
 def _via(e: Event) -> str:
@@ -66,10 +77,31 @@ def _via(e: Event) -> str:
     return f" in {escape(str(via))}" if via and via not in ("slack",) else ""
 
 
-def timeline_lines(events: Iterable[Event]) -> list[str]:
-    lines = []
+def is_drill_timeline(events: Iterable[Event]) -> bool:
+    """Whether these are a recovery drill's events, told from the events alone
+    (for callers that do not have the incident row)."""
+    return any(_drill_event(e) for e in events)
+
+
+def _drill_event(e: Event) -> bool:
+    if e.kind == Kind.DRILL_FINISHED:
+        return True
+    if e.kind == Kind.OPENED and e.fact("drill_run_id") is not None:
+        return True
+    return bool(e.fact("drill") or e.fact("rehearsal"))
+
+
+def timeline_lines(events: Iterable[Event], *, drill: bool | None = None) -> list[str]:
+    """One line per event; a drill's (``drill``, else told from the events) start
+    with `DRILL_LINE`."""
+    events = list(events)
+    if drill is None:
+        drill = is_drill_timeline(events)
+    lines = [DRILL_LINE] if drill else []
     for event in events:
         summary = _SUMMARIES.get(event.kind)
         text = summary(event) if summary else escape(event.kind)
+        if event.kind == Kind.REMEDIATION_FAILED and drill:
+            text = f"remediation #{event.fact('request_id')} rehearsed: would NOT work"
         lines.append(f"{event.at:%H:%M:%S} {who(event.actor)} — {text}")
     return lines
