@@ -34,6 +34,8 @@ What it models, as PyGithub reads it:
 * git smart HTTP under ``/git/{o}/{r}.git`` when ``git_root`` is given
   (``git http-backend`` over the bare repositories ``git_root/{o}/{r}.git``),
   with GitHub's Basic ``x-access-token:<token>`` authentication;
+* permissions (`set_permissions`): the repository's ``permissions`` (the
+  token's role: push, admin...) and the App installation's ``pull_requests``;
 * every request is recorded (`calls`), including refused ones.
 """
 
@@ -152,6 +154,8 @@ class FakeGitHub(BackgroundServer):
         self._labels: dict[str, list[str]] = {}  # repo -> label names
         self._assignable: dict[str, set[str]] = {}  # repo -> logins
         self._faults: list[_Fault] = []
+        self._permissions: dict[str, dict[str, bool]] = {}  # repo -> role flags
+        self._app_permissions: dict[str, dict[str, str]] = {}  # repo -> installation's
         super().__init__()
 
     # -- lifecycle -----------------------------------------------------------
@@ -237,6 +241,28 @@ class FakeGitHub(BackgroundServer):
         with self._lock:
             self._repos.add(repo)
             self._assignable.setdefault(repo, set()).update(logins)
+
+    def set_permissions(
+        self,
+        repo: str,
+        *,
+        push: bool = True,
+        admin: bool = False,
+        maintain: bool = False,
+        triage: bool = True,
+        pull_requests: str = "write",
+    ) -> None:
+        """What ``GET /repos/{repo}`` says the token may do (``permissions``), and the
+        App installation's ``pull_requests`` permission (read, write) on ``repo``."""
+        with self._lock:
+            self._permissions[repo] = {
+                "admin": admin,
+                "maintain": maintain,
+                "push": push,
+                "triage": triage,
+                "pull": True,
+            }
+            self._app_permissions[repo] = {"contents": "write", "pull_requests": pull_requests}
 
     def fail_next(
         self,
@@ -632,6 +658,10 @@ class FakeGitHub(BackgroundServer):
             "url": f"{self.url}/repos/{repo}",
             "pulls_url": f"{self.url}/repos/{repo}/pulls{{/number}}",
             "default_branch": "main",
+            "permissions": dict(
+                self._permissions.get(repo)
+                or {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True}
+            ),
         }
 
     def _installation_json(self, repo: str) -> dict[str, Any]:
@@ -643,7 +673,9 @@ class FakeGitHub(BackgroundServer):
             "target_type": "Organization",
             "access_tokens_url": f"{self.url}/app/installations/{installation}/access_tokens",
             "repository_selection": "selected",
-            "permissions": {"contents": "write", "pull_requests": "write"},
+            "permissions": dict(
+                self._app_permissions.get(repo) or {"contents": "write", "pull_requests": "write"}
+            ),
         }
 
     def _pull_json(self, pull: FakePull) -> dict[str, Any]:
