@@ -17,6 +17,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from bot.actions.executors import build_executors
+from bot.actions.rehearsal import build_rehearsal_executors
 from bot.app import create_app
 from bot.domain.playbooks import load_playbooks
 from bot.http_limits import HttpLimits, LimitConcurrency, connection_cap, protocol_class
@@ -64,7 +65,9 @@ def run_server(settings: Settings) -> int:
     executors, unavailable = build_executors(settings)
     for line in unavailable:
         log.warning("remediation unavailable", reason=line)
-    app = create_app(settings, engine, playbooks, executors)
+    # A drill's requests run these: dry runs, throwaway branches, permission checks.
+    rehearsals = build_rehearsal_executors(settings)
+    app = create_app(settings, engine, playbooks, executors, rehearsals)
     limits = HttpLimits(
         request_timeout=settings.http_request_timeout.total_seconds(),
         keepalive_timeout=settings.http_keepalive_timeout.total_seconds(),

@@ -62,7 +62,9 @@ class Drill:
 
     def thread_of(self, incident: int) -> list[Any]:
         ts = self.slack.wait_for(
-            lambda: self.bot.scalar(f"SELECT max(slack_root_ts) FROM incidents WHERE id = {incident}"),
+            lambda: self.bot.scalar(
+                f"SELECT max(slack_root_ts) FROM incidents WHERE id = {incident}"
+            ),
             timeout=30,
         )
         return self.slack.thread(CHANNEL, ts)
@@ -89,7 +91,9 @@ class Drill:
 
     def request_and_approve(self, incident: int, playbook: str, step: str) -> None:
         value = {"p": playbook, "s": step, "i": incident}
-        asked = self.click(f"remediation.request.{step}", value, "U0ALICE", f"ask-{incident}-{step}")
+        asked = self.click(
+            f"remediation.request.{step}", value, "U0ALICE", f"ask-{incident}-{step}"
+        )
         assert "Waiting for a second person" in asked, asked
         request_id = int(
             self.slack.wait_for(
@@ -105,10 +109,11 @@ class Drill:
     def acknowledge(self, incident: int) -> None:
         assert self.bot.command(f"ack {incident}", user="U0CAROL").status_code == 200
 
-    def assert_nothing_real_changed(self) -> None:
+    def assert_nothing_real_changed(self, *, rehearsed: bool = True) -> None:
         # Kubernetes: every write was a server-side dry run.
         assert self.kube.patches(dry_run=False) == []
-        assert self.kube.patches(dry_run=True), "the rehearsal never reached the API server"
+        if rehearsed:
+            assert self.kube.patches(dry_run=True), "the rehearsal never reached the API server"
         assert int(self.kube.deployment("ai", "frenly-ai")["spec"]["replicas"]) == 3
         # GitHub: the pull request is open, nobody commented on it or closed it.
         assert self.github.pull(REPO, DRILL_PR).state == "open"
@@ -228,3 +233,79 @@ def test_ai_malfunction_drill_end_to_end(drill: Drill) -> None:
     # No public trace: the status page does not know the drill.
     status = httpx.get(f"{drill.bot.url}/status.json", timeout=10).json()
     assert "drill" not in json.dumps(status).lower()
+
+
+# Each scenario's playbook and the steps its drill expects (config/nexus.yaml).
+SCENARIOS = {
+    "schema-mismatch": ("schema-mismatch", ["revert-commit"]),
+    "build-failure": ("ssot-build-failure", ["remove-ssot-change", "revert-commit"]),
+    "ai-malfunction": ("frenly-ai-dangerous-edit", ["close-pr", "scale-to-zero"]),
+    "data-loss": ("lost-canonical-files", ["restore-from-git"]),
+    "performance-issues": ("performance-degradation", ["disable-ssot-integration", "rollout-undo"]),
+}
+
+
+def test_drill_run_all_rehearses_the_five_scenarios(drill: Drill) -> None:
+    drill.kube.set_image("ai", "frenly-ai", "registry.example/app:2.0")  # something to undo
+    cli = drill.run("--all", "--wait", "--json")
+    runs = {}
+    for run_id in range(1, 6):
+        incident = drill.incident_of(run_id)
+        scenario = drill.bot.scalar(f"SELECT scenario FROM drill_runs WHERE id = {run_id}")
+        runs[scenario] = incident
+    assert set(runs) == set(SCENARIOS)
+    for scenario, incident in runs.items():
+        playbook, steps = SCENARIOS[scenario]
+        drill.wait_reply(incident, f"remediation.request.{steps[0]}")
+        drill.acknowledge(incident)
+        for step in steps:
+            drill.request_and_approve(incident, playbook, step)
+
+    out, err = cli.communicate(timeout=180)
+    scorecards = {run["scenario"]: run["scorecard"] for run in json.loads(out)}
+    assert set(scorecards) == set(SCENARIOS)
+    for scenario, card in scorecards.items():
+        outcome = {s["step_id"]: (s["would_work"], s["reason"]) for s in card["steps"]}
+        assert all(works for works, _ in outcome.values()), (scenario, outcome)
+        assert card["passed"] is True, (scenario, card["findings"])
+    assert cli.returncode == 0, err
+    # Five DRILL threads, one per scenario, each with its scorecard.
+    roots = drill.slack.roots(CHANNEL)
+    assert len(roots) == 5
+    for incident in runs.values():
+        drill.wait_reply(incident, "scorecard")
+    drill.assert_nothing_real_changed()
+    assert (
+        drill.kube.deployment("ai", "frenly-ai")["spec"]["template"]["spec"]["containers"][0][
+            "image"
+        ]
+        == "registry.example/app:2.0"
+    )
+    assert drill.kube.configmap("nexus", "ssot-config")["data"] == {"enabled": "true"}
+
+
+def test_drill_nobody_answers_is_a_finding(drill: Drill, tmp_path: Path) -> None:
+    """A drill nobody acknowledges fails at its deadline, with the finding in the scorecard."""
+    drill.bot.stop()
+    config = yaml.safe_load(Path(drill.bot.env["NEXUS_CONFIG"]).read_text())
+    config["drills"]["timeout"] = "3s"
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(config))
+    drill.bot.env["NEXUS_CONFIG"] = str(path)
+    drill.bot.start()
+    cli = drill.run("schema-mismatch", "--wait")
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 1, (out, err)
+    assert "FAILED" in out and "Nobody acknowledged the drill" in out
+    assert 'Step "Immediate rollback' in out and "not finished" in out
+    history = subprocess.run(
+        [sys.executable, "-m", "bot", "drill", "history", "--json"],
+        cwd=REPO_ROOT,
+        env=drill.bot.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    [run] = json.loads(history.stdout)["runs"]
+    assert run["passed"] is False and run["scorecard"]["ended"] == "timed_out"
+    drill.assert_nothing_real_changed(rehearsed=False)
