@@ -67,9 +67,8 @@ def run_drill(
         return EXIT_UNAVAILABLE
     if runs is None:
         print(
-            "error: no bot applied the drill's alert within "
-            f"{APPLY_PATIENCE_SECONDS:.0f} s: is `nexus-bot serve` running on this database? "
-            "The drill stays recorded and is scored at its deadline.",
+            "error: no bot applied the drill's alert or scored it in time: is `nexus-bot serve` "
+            "running on this database? The drill stays recorded and is scored at its deadline.",
             file=sys.stderr,
         )
         return EXIT_UNAVAILABLE
@@ -83,15 +82,23 @@ def run_drill(
 
 
 def _wait(drills: DrillService, run_ids: list[int]) -> list[DrillRun] | None:
-    """Until every run finished (finishing due ones here too); None: nobody applies them."""
+    """Until every run finished; None when no bot applies them, or scores them in time.
+
+    The running bot finishes drills (its sweep has every output configured, so
+    the scorecard reaches the thread); this command only watches.
+    """
     began = time.monotonic()
+    # The bot scores a drill at its deadline at the latest; then allow a margin.
+    patience = drills.settings.drills.timeout.total_seconds() + 120
     while True:
-        drills.sweep()  # safe beside the bot's own sweep: finishing is a compare-and-set
         runs = drills.runs(ids=run_ids)
         if all(run.state == "finished" for run in runs):
             return sorted(runs, key=lambda r: r.id)
-        unapplied = [r for r in runs if r.incident_id is None and r.state == "running"]
-        if unapplied and time.monotonic() - began > APPLY_PATIENCE_SECONDS:
+        waited = time.monotonic() - began
+        unapplied = [r for r in runs if r.incident_id is None]
+        # A drill shorter than the patience is scored by then anyway.
+        apply_patience = min(APPLY_PATIENCE_SECONDS, drills.settings.drills.timeout.total_seconds())
+        if (unapplied and waited > apply_patience) or waited > patience:
             return None
         time.sleep(POLL_SECONDS)
 
