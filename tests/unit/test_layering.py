@@ -1,8 +1,9 @@
 """The core records what happened; only bot/slack knows Slack (ARCHITECTURE.md).
 
-`bot/incidents` and `bot/remediation` must import nothing from `bot.slack`,
-neither directly (checked in the source) nor through another module (checked
-by importing them in a fresh interpreter and looking at what got loaded).
+`bot/incidents`, `bot/remediation`, `bot/timeline` and `bot/drills` must import
+nothing from `bot.slack`, neither directly (checked in the source) nor through
+another module (checked by importing them in a fresh interpreter and looking at
+what got loaded).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CORE_PACKAGES = ("incidents", "remediation", "timeline")
+CORE_PACKAGES = ("incidents", "remediation", "timeline", "drills")
 
 
 def _imports(path: Path) -> set[str]:
