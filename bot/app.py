@@ -21,6 +21,7 @@ from bot import metrics
 from bot.actions.base import Executor
 from bot.core import Core, build_core
 from bot.domain.playbooks import LoadedPlaybooks
+from bot.drills.schedule import DrillScheduler
 from bot.ingest.inbox import Inbox, InboxWorker, Ingress
 from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook, inbox_appliers
 from bot.middleware import MeasureRequests
@@ -28,6 +29,7 @@ from bot.reviews.follow_up import enqueue_due_checks
 from bot.scheduler import build_scheduler
 from bot.settings import Settings
 from bot.slack.app import SlackEventsEndpoint, build_slack_app, not_configured
+from bot.slack.drill_notices import SlackDrillNotices
 from bot.slack.outbox import OutboxWorker
 from bot.slack.playbook_reminders import remind_due_playbooks
 from bot.store.db import database_ready
@@ -61,6 +63,9 @@ def create_app(
         else None
     )
     status_page = StatusPage(settings, engine)
+    drill_schedule = DrillScheduler(
+        settings, repo, core.drills, playbooks, SlackDrillNotices(settings.drill_channel())
+    )
 
     def refresh_status_page() -> None:
         with repo.session() as s:
@@ -128,6 +133,8 @@ def create_app(
                 ),
                 # Finishes drills that are complete or past their deadline.
                 "drill-sweep": (core.drills.sweep, 2.0),
+                # Starts scheduled drills (once across replicas: the tick row decides).
+                "drill-schedule": (drill_schedule.sweep, 5.0),
             }
         )
         scheduler.start()
