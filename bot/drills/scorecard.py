@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from bot.durations import format_duration
 from bot.timeline.events import Event, Kind
 
 # Outcomes of a step, and which of them end it.
@@ -210,7 +209,13 @@ def score(
 
 
 def format_duration_seconds(seconds: float) -> str:
-    return format_duration(timedelta(seconds=seconds))
+    """`45s`, `1m 05s`, `2h 03m`: for people reading a scorecard."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
 
 
 def _acknowledgement(events: Sequence[Event]) -> Event | None:
