@@ -91,7 +91,7 @@ class DrillSchedule(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not _ID.match(value):
+        if not _ID.fullmatch(value):
             raise ValueError(f"expected a lower-case id like 'weekly', got {value!r}")
         return value
 
@@ -233,7 +233,7 @@ class DrillsConfig(BaseModel):
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[CGD][A-Z0-9]{2,}$", value):
+        if value is not None and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", value):
             raise ValueError(f"expected a Slack channel ID like C0123ABCD, got {value!r}")
         return value
 
@@ -246,7 +246,7 @@ class DrillsConfig(BaseModel):
     @classmethod
     def _ids(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not SLACK_ID.match(value):
+            if not SLACK_ID.fullmatch(value):
                 raise ValueError(f"expected a Slack user (U…) or group (S…) ID, got {value!r}")
         return values
 
@@ -260,7 +260,7 @@ class DrillsConfig(BaseModel):
     @model_validator(mode="after")
     def _references(self) -> DrillsConfig:
         for scenario_id in self.scenarios:
-            if not _ID.match(scenario_id):
+            if not _ID.fullmatch(scenario_id):
                 raise ValueError(
                     f"scenario id {scenario_id!r}: expected lower-case letters, digits, -"
                 )
