@@ -50,6 +50,7 @@ def test_every_environment_setting_is_documented() -> None:
         "updates",
         "status_page",
         "review",
+        "drills",
     }
     missing = [
         name.upper()
