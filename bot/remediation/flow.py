@@ -423,7 +423,7 @@ class RemediationFlow:
                 links=list(result.links),
                 undo_title=result.undo.title if result.undo is not None else None,
                 undoes=_undone_request(request.step_id),
-                **_rehearsal_facts(result.data, drill),
+                **_rehearsal_facts(result.data, drill, params),
             )
         decided = Decided(
             request.id,
@@ -486,11 +486,19 @@ def _drill_failure_facts(drill: bool) -> dict[str, Any]:
     return {"rehearsal": True} if drill else {}
 
 
-def _rehearsal_facts(data: Mapping[str, Any], drill: bool) -> dict[str, Any]:
+def _rehearsal_facts(
+    data: Mapping[str, Any], drill: bool, params: ActionParams
+) -> dict[str, Any]:
     """A drill's result says it was rehearsed and what the rehearsal verified."""
     if not drill:
         return {}
-    return {"rehearsal": True, "checks": [str(c) for c in data.get("checks") or []]}
+    # Checked by the flow before the executor ran; the executor adds its own.
+    checks = [
+        f"{params.target()} is allow-listed",
+        "preview fetched and shown to the approver",
+        *(str(c) for c in data.get("checks") or []),
+    ]
+    return {"rehearsal": True, "checks": checks}
 
 
 def _undone_request(step_id: str) -> int | None:
