@@ -18,6 +18,9 @@ Guarantees and how they are kept:
   in id order and only once ``incidents.slack_root_ts`` exists. Across
   incidents of a paced channel, root posts go before replies and updates
   (PagerDuty's first), so a new incident shows up before details of old ones.
+  A drill's rows (``priority`` 1) go after every real incident's due row
+  in the channel: a pass that sent a real row stops before a drill's and
+  looks again, as the real incident's next row may be due by then.
   Only the head row of an incident is ever eligible, so a reply never
   overtakes the root or an earlier reply, an edit never overtakes the reply it
   edits, and a row in backoff holds back its incident only. Messages without
@@ -162,8 +165,14 @@ class OutboxWorker(PassLoop):
     async def _drain_channel(self, channel: str, candidates: list[Candidate]) -> int:
         sent = 0
         pace = self._pace(channel)
+        sent_priority: int | None = None
         for cand in candidates:
             if self._stopping:
+                break
+            if sent_priority is not None and cand.priority > sent_priority:
+                # The incident just served may have its next row due, unseen by
+                # this pass (only heads are candidates): look again before a
+                # lower-priority (drill) row takes the channel's next slot.
                 break
             now = time.monotonic()
             ready_at = pace.ready_at(now)
@@ -180,6 +189,7 @@ class OutboxWorker(PassLoop):
             if isinstance(outcome, Success):
                 await self._record_success(outcome)
                 sent += 1
+                sent_priority = cand.priority
                 continue
             await asyncio.to_thread(self._store.record_failure, claimed, outcome)
             if outcome.kind == "ratelimited":

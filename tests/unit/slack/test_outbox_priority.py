@@ -43,8 +43,9 @@ async def test_a_real_incidents_rows_overtake_a_drills_enqueued_before(
         for n in (1, 2):
             enqueue_thread_reply(s, real, "C1", f"real reply {n}")
 
-    # burst=1: one call per pass, so each pass picks afresh among the due heads.
-    await drain(make_worker(engine, slack, rate_per_channel=50, burst=1), engine)
+    # A burst lets one pass send several rows: after the real root the pass must
+    # not hand the drill's root the slot the real incident's reply is due for.
+    await drain(make_worker(engine, slack, rate_per_channel=50, burst=3), engine)
 
     assert posted(slack) == [
         "real root",
@@ -90,7 +91,7 @@ async def test_through_the_output_a_drill_sharing_the_incident_channel_waits(
             timeline.record(s, incident.id, Kind.NOTE_ADDED, "U0BOB", text=f"{name} note")
             numbers[name] = incident.id
 
-    await drain(make_worker(engine, slack, rate_per_channel=50, burst=1), engine)
+    await drain(make_worker(engine, slack, rate_per_channel=50, burst=3), engine)
 
     texts = posted(slack)
     assert len(texts) == 6, texts
