@@ -59,7 +59,8 @@ def run_drill(
                     print(f"Drill run {run_id} started: {scenario_id} (rehearsal mode)")
             if not wait:
                 if as_json:
-                    print(json.dumps([_run_json(r) for r in core.drills.runs(ids=started.run_ids)]))
+                    begun = sorted(core.drills.runs(ids=started.run_ids), key=lambda r: r.id)
+                    print(json.dumps([_run_json(r) for r in begun]))
                 return 0
             runs = _wait(core.drills, started.run_ids)
     except sa.exc.SQLAlchemyError as exc:
