@@ -20,6 +20,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.drills.scorecard import format_duration_seconds
 from bot.slack.blocks import HEADER_LIMIT, SECTION_LIMIT, clip, escape, mention, to_json, who
 from bot.timeline.events import Event
 
@@ -69,17 +70,8 @@ def drill_context_block(text: str = f":test_tube: *DRILL* — {DRILL_NOTICE}.") 
 
 
 def format_seconds(seconds: float | int | None) -> str:
-    """1m 05s, 45s, 1h 02m 03s; an em dash when it never happened."""
-    if seconds is None:
-        return "—"
-    total = max(0, round(float(seconds)))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+    """1m 05s, 45s, 2h 03m (the scorecard's own wording); an em dash when it never happened."""
+    return "—" if seconds is None else format_duration_seconds(max(0.0, float(seconds)))
 
 
 # -- rehearsal results ---------------------------------------------------------
@@ -123,10 +115,10 @@ def _header(facts: Mapping[str, Any]) -> str:
 def _playbook(facts: Mapping[str, Any]) -> str:
     expected = str(facts.get("playbook_id", ""))
     matched = facts.get("matched_playbook")
-    # The core may say whether the expected playbook matched, or which one did.
-    if isinstance(matched, bool):
-        return f"`{expected}` " + ("✅ matched" if matched else "❌ did not match")
-    if matched and str(matched) != expected:
+    # The playbook the drill's alert matched; None when that was not recorded.
+    if matched is None:
+        return f"`{expected}`"
+    if str(matched) != expected:
         return f"`{expected}` ❌ matched `{escape(str(matched))}` instead"
     return f"`{expected}` ✅ matched"
 

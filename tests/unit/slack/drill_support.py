@@ -11,7 +11,7 @@ def scorecard(**overrides: Any) -> dict[str, Any]:
         "scenario": "frenly-ai-edit",
         "scenario_title": "Frenly AI <dangerous> edit",
         "playbook_id": "frenly-ai-dangerous-edit",
-        "matched_playbook": True,
+        "matched_playbook": "frenly-ai-dangerous-edit",
         "passed": False,
         "ended": "timed_out",
         "time_to_acknowledge_seconds": 65,

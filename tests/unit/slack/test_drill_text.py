@@ -28,7 +28,7 @@ def test_durations_read_like_a_stopwatch() -> None:
     assert format_seconds(65) == "1m 05s"
     assert format_seconds(45.4) == "45s"
     assert format_seconds(0) == "0s"
-    assert format_seconds(3723) == "1h 02m 03s"
+    assert format_seconds(3723) == "1h 02m"
     assert format_seconds(None) == "—"
 
 
@@ -63,7 +63,7 @@ def test_the_scorecard_blocks_show_verdict_timings_steps_people_and_findings() -
     assert blocks[0]["text"]["text"] == "DRILL scorecard — Frenly AI <dangerous> edit: FAILED"
     timings = " ".join(f["text"] for f in blocks[1]["fields"])
     assert "*Time to acknowledge*\n1m 05s (by <@U0LEAD>)" in timings
-    assert "*Time to first request*\n1h 02m 03s" in timings
+    assert "*Time to first request*\n1h 02m" in timings
     assert "`frenly-ai-dangerous-edit` ✅ matched" in timings and "timed out" in timings
     step1, step2 = blocks[2]["text"]["text"], blocks[3]["text"]["text"]
     assert step1.startswith("✅ *1. Scale Frenly AI to zero* (`k8s.scale`) — would work")
@@ -80,7 +80,7 @@ def test_the_scorecard_fallback_text_and_a_pass() -> None:
     text = scorecard_text(scorecard())
     lines = text.split("\n")
     assert lines[0] == "DRILL scorecard — Frenly AI &lt;dangerous&gt; edit: FAILED"
-    assert lines[1] == "Time to acknowledge: 1m 05s; to first request: 1h 02m 03s."
+    assert lines[1] == "Time to acknowledge: 1m 05s; to first request: 1h 02m."
     assert "✅ 1. Scale Frenly AI to zero — would work" in lines
     assert (
         "❌ 2. Revert the commit — not requested: nobody requested it before the timeout" in lines
@@ -90,6 +90,9 @@ def test_the_scorecard_fallback_text_and_a_pass() -> None:
     blocks = scorecard_blocks(passed)
     assert blocks[0]["text"]["text"].endswith(": PASSED")
     assert "❌ matched `other-playbook` instead" in str(blocks[1])
+    unknown = scorecard_blocks(scorecard(matched_playbook=None))
+    # Which playbook matched was not recorded: no mark either way.
+    assert unknown[1]["fields"][2]["text"] == "*Playbook*\n`frenly-ai-dangerous-edit`"
     assert "_No step was exercised._" in str(blocks)
 
 
