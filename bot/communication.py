@@ -26,7 +26,7 @@ ROLE_TITLES: dict[str, str] = {
 ASSIGNABLE_ROLES = ("commander", "tech-lead", "comms")
 PUBLIC_STATUSES = ("investigating", "identified", "monitoring", "resolved")
 
-_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}\Z")
 _EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
 
 

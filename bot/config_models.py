@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bot.durations import Duration
 
 # Slack user (U…, W…) and user-group (S…) IDs.
-SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}\Z")  # \Z: "$" would let a trailing newline in
 _NAMESPACED = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 

@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     @field_validator("nexus_incident_channel", "nexus_drill_channel")
     @classmethod
     def _channel_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[CGD][A-Z0-9]{2,}$", value):
+        if value is not None and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", value):
             raise ValueError(f"expected a Slack channel ID like C0123ABCD, got {value!r}")
         return value
 
