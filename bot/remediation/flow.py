@@ -49,6 +49,7 @@ class Decided:
     links: list[str] = field(default_factory=list)
     reason: str = ""
     at: str = ""  # HH:MM:SS UTC of the approval
+    rehearsal: bool = False  # a drill's step: it was rehearsed, nothing real changed
 
 
 @dataclass
@@ -383,7 +384,9 @@ class RemediationFlow:
                 f"not run, the target changed: {exc}",
             )
         except ActionError as exc:
-            return self._finish(request, title, approver, approved_at, "failed", f"failed: {exc}")
+            # A rehearsal's error already says "Would not have worked: …".
+            said = str(exc) if drill else f"failed: {exc}"
+            return self._finish(request, title, approver, approved_at, "failed", said)
         except Exception as exc:  # an executor bug must not leave the request "executing"
             log.exception("remediation crashed", request_id=request.id)
             return self._finish(
@@ -435,6 +438,7 @@ class RemediationFlow:
             details=list(result.details),
             links=list(result.links),
             at=approved_at,
+            rehearsal=drill,
         )
         return FlowAnswer(f"Done: {result.summary}", decided=decided, request_id=request.id)
 
@@ -473,6 +477,7 @@ class RemediationFlow:
             approver,
             reason=message,
             at=approved_at,
+            rehearsal=self._is_drill(request.incident_id),
         )
         return FlowAnswer(message[:1].upper() + message[1:], decided=decided, request_id=request.id)
 
@@ -486,9 +491,7 @@ def _drill_failure_facts(drill: bool) -> dict[str, Any]:
     return {"rehearsal": True} if drill else {}
 
 
-def _rehearsal_facts(
-    data: Mapping[str, Any], drill: bool, params: ActionParams
-) -> dict[str, Any]:
+def _rehearsal_facts(data: Mapping[str, Any], drill: bool, params: ActionParams) -> dict[str, Any]:
     """A drill's result says it was rehearsed and what the rehearsal verified."""
     if not drill:
         return {}

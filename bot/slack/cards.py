@@ -131,6 +131,11 @@ def outcome_lines(decided: Decided) -> list[str]:
     if decided.outcome == "denied":
         return [f"Denied by <@{decided.decided_by}>: {escape(decided.reason)}"]
     approved = approved_line(decided.decided_by, decided.requested_by, decided.at)
+    if decided.rehearsal:  # a drill: say what was rehearsed, never that it was done
+        approved = f"DRILL (rehearsal — nothing real changed) · {approved}"
+        if decided.outcome == "done":  # the rehearsal's summary starts "Would work …"
+            return [approved, escape(decided.summary)]
+        return [approved, f"Would NOT work: {escape(decided.reason)}"]
     if decided.outcome == "done":
         lines = [approved, f":white_check_mark: {escape(decided.summary)}"]
         lines += [escape(line) for line in decided.details]

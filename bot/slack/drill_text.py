@@ -83,7 +83,7 @@ def rehearsal_done(e: Event) -> str:
     lines = [
         f"Approved by <@{e.fact('approved_by')}> at {e.fact('approved_at')} UTC "
         f"(requested by <@{e.fact('requested_by')}>).",
-        f":white_check_mark: Would work: {escape(str(e.fact('summary', '')))}",
+        f":white_check_mark: {_verdict_text('Would work', str(e.fact('summary', '')))}",
         *(escape(str(d)) for d in e.fact("details", []) or []),
         *(["Checked:", *checks] if checks else []),
     ]
@@ -96,8 +96,15 @@ def rehearsal_failed(e: Event) -> str:
     title = escape(str(e.fact("title", "")))
     return (
         f":x: Remediation #{e.fact('request_id')} ({title}) rehearsed. "
-        f"Would NOT work: {escape(str(e.fact('message', '')))}"
+        f"{_verdict_text('Would NOT work', str(e.fact('message', '')))}"
     )
+
+
+def _verdict_text(verdict: str, text: str) -> str:
+    """`verdict: text`, unless the rehearsal already said it ("Would work (dry run …): …")."""
+    if text.lower().startswith(("would ", "rehearsal ")):
+        return escape(text)
+    return f"{verdict}: {escape(text)}"
 
 
 # -- the scorecard ---------------------------------------------------------------

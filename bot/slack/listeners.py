@@ -296,7 +296,8 @@ class CommandRunner:
     def _timeline(self, incident: Incident) -> str:
         with self.service.repo.session() as s:
             events = read_timeline(s, incident.id, limit=40)
-        lines = [f"• {line}" for line in timeline_lines(events)]
+        drill = incident.drill_run_id is not None
+        lines = [f"• {line}" for line in timeline_lines(events, drill=drill)]
         return f"*Timeline of #{incident.id}*\n" + ("\n".join(lines) or "nothing yet")
 
     def _playbook(self, playbook_id: str) -> str:
