@@ -41,7 +41,6 @@ from enum import StrEnum
 from typing import Any
 
 import requests
-import sqlalchemy as sa
 import structlog
 from github import GithubException, RateLimitExceededException
 from github.Issue import Issue
@@ -57,7 +56,7 @@ from bot.reviews.draft import draft_review, marker, slack_thread_url
 from bot.reviews.drill_scorecard import DrillIncident, draft_scorecard, scorecard_title
 from bot.reviews.facts import ReviewFacts, load_review_facts
 from bot.settings import Settings
-from bot.store.models import Incident, OutboxMessage
+from bot.store.models import Incident
 from bot.timeline.events import Event, Kind
 from bot.timeline.queue import Failed, Result, Retry, Sent, enqueue
 
@@ -206,7 +205,7 @@ def enqueue_drill_scorecard(
         ],
         "assignee": None,  # a drill's findings are the team's, not one commander's
     }
-    added = enqueue(
+    return enqueue(
         session,
         output=OUTPUT_NAME,
         key=review.repo,
@@ -214,27 +213,7 @@ def enqueue_drill_scorecard(
         payload=payload,
         incident_id=incident.id,
         coalesce_key=f"drill:{incident.id}",
-    )
-    if added:
-        _drill_priority(session, incident.id)
-    return added
-
-
-def _drill_priority(session: Session, incident_id: int) -> None:
-    """Move the drill incident's pending rows of this output behind real incidents'.
-
-    `enqueue` writes the column's default (0); every row of one incident must
-    carry the same priority, so all of the drill's pending rows are set.
-    """
-    session.execute(
-        sa.update(OutboxMessage)
-        .where(
-            OutboxMessage.output == OUTPUT_NAME,
-            OutboxMessage.incident_id == incident_id,
-            OutboxMessage.state == "pending",
-        )
-        .values(priority=DRILL_PRIORITY)
-        .execution_options(synchronize_session=False)
+        priority=DRILL_PRIORITY,
     )
 
 

@@ -97,27 +97,18 @@ def register_listeners(
             await ack(text=f":warning: {exc}\n\n{HELP}", response_type="ephemeral")
             return
         root = command.get("thread_ts")  # not sent by Slack today; honoured if it ever is
-        if parsed.verb == "drill":
-            await ack(text="Starting the drill…", response_type="ephemeral")
+        if parsed.verb in ("drill", "component"):
+            starting = (
+                "Starting the drill…" if parsed.verb == "drill" else "Updating the status page…"
+            )
+            await ack(text=starting, response_type="ephemeral")
+            work = start_drill if parsed.verb == "drill" else set_component
             try:
-                answer = await start_drill(parsed, command["user_id"], client)
+                answer = await work(parsed, command["user_id"], client)
             except Exception as exc:  # acknowledged: nothing may escape (see declare)
                 if not is_outage(exc):
-                    log.exception("drill_failed")
-                    answer = ":warning: Starting the drill failed; the error is logged."
-                else:
-                    watch.failed(exc)
-                    answer = UNREACHABLE
-            await respond(text=answer, response_type="ephemeral", replace_original=False)
-            return
-        if parsed.verb == "component":
-            await ack(text="Updating the status page…", response_type="ephemeral")
-            try:
-                answer = await set_component(parsed, command["user_id"], client)
-            except Exception as exc:  # acknowledged: nothing may escape (see declare)
-                if not is_outage(exc):
-                    log.exception("component_failed")
-                    answer = ":warning: Setting the component failed; the error is logged."
+                    log.exception(f"{parsed.verb}_failed")
+                    answer = f":warning: The `{parsed.verb}` command failed; the error is logged."
                 else:
                     watch.failed(exc)
                     answer = UNREACHABLE

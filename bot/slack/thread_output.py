@@ -274,30 +274,14 @@ class SlackThreadOutput:
         """None for a real incident; a drill is running until its scorecard is recorded."""
         if not _is_drill(incident):
             return None
-        scorecard = s.execute(
-            sa.select(TimelineEvent.facts)
-            .where(
-                TimelineEvent.incident_id == incident.id,
-                TimelineEvent.kind == Kind.DRILL_FINISHED.value,
-            )
-            .order_by(TimelineEvent.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+        scorecard = _latest_facts(s, incident.id, Kind.DRILL_FINISHED)
         if not isinstance(scorecard, dict):
             return "running"
         return "passed" if scorecard.get("passed") else "failed"
 
     def _refresh_root(self, s: Session, incident: Incident) -> None:
         summary = self.repo.alert_summary(incident.id, session=s)
-        review = s.execute(
-            sa.select(TimelineEvent.facts)
-            .where(
-                TimelineEvent.incident_id == incident.id,
-                TimelineEvent.kind == Kind.REVIEW_LINKED.value,
-            )
-            .order_by(TimelineEvent.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+        review = _latest_facts(s, incident.id, Kind.REVIEW_LINKED)
         url = str(review.get("url")) if isinstance(review, dict) and review.get("url") else None
         view = incident_view(incident, self.playbooks, self.settings, summary, review_url=url)
         text, blocks = root_message(view, self._drill_status(s, incident))
@@ -454,3 +438,13 @@ class SlackThreadOutput:
 
 
 __all__ = ["SlackThreadOutput", "card_key", "decided_card"]
+
+
+def _latest_facts(s: Session, incident_id: int, kind: Kind) -> Any:
+    """The facts of the incident's latest event of `kind`, or None."""
+    return s.execute(
+        sa.select(TimelineEvent.facts)
+        .where(TimelineEvent.incident_id == incident_id, TimelineEvent.kind == kind.value)
+        .order_by(TimelineEvent.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()

@@ -76,8 +76,12 @@ def enqueue(
     incident_id: int | None = None,
     not_before: datetime | None = None,
     coalesce_key: str | None = None,
+    priority: int = 0,
 ) -> bool:
-    """Add a delivery in the caller's transaction; False if `coalesce_key` is pending already."""
+    """Add a delivery in the caller's transaction; False if `coalesce_key` is pending already.
+
+    `priority` 1 (a drill's) waits for 0 (a real incident's) on the same pacing key.
+    """
     now = utcnow()
     if coalesce_key is not None:
         pending = session.execute(
@@ -101,6 +105,7 @@ def enqueue(
             attempts=0,
             next_attempt_at=max(now, not_before) if not_before is not None else now,
             created_at=now,
+            priority=priority,
         )
     )
     wake_after_commit(session, output)
