@@ -111,6 +111,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         log.info("event loop", loop=f"{type(loop).__module__}.{type(loop).__name__}")
+        # Drill schedules first: a tick missed while the bot was down runs now, and
+        # a new installation records where its schedules start counting.
+        try:
+            await asyncio.to_thread(drill_schedule.sweep)
+        except sa.exc.SQLAlchemyError as exc:  # the 5 s sweep tries again
+            log.warning("drill schedules not checked at start-up", error=str(exc)[:200])
         tasks = [asyncio.create_task(inbox_worker.run(), name="inbox")]
         if outbox is not None:
             tasks.append(asyncio.create_task(outbox.run(), name="outbox"))

@@ -125,9 +125,14 @@ def test_an_idle_bot_writes_nothing_after_start_up(clone: Path) -> None:
         line for line in lines if healthy + 0.5 < _epoch(line["timestamp"]) < quiet_until
     ]
     assert after_start_up == []
+    # Drill schedules start counting at the first start (logged before healthy).
+    baselines = [line["schedule"] for line in lines if line["event"] == "drill schedule baseline"]
+    assert sorted(baselines) == ["monthly", "quarterly", "weekly"]
     # The sweeps did run: APScheduler knows them by name.
     added = [line["event"] for line in lines if line["event"].startswith("Added job")]
     assert sorted(added) == [
+        'Added job "drill-schedule" to job store "default"',
+        'Added job "drill-sweep" to job store "default"',
         'Added job "escalation-sweep" to job store "default"',
         'Added job "playbook-review-reminders" to job store "default"',
         'Added job "remediation-request-expiry" to job store "default"',
