@@ -42,6 +42,8 @@ class AllowedTargets(BaseModel):
     repositories: list[str] = Field(default_factory=list)
     deployments: list[str] = Field(default_factory=list, description="namespace/name")
     configmaps: list[str] = Field(default_factory=list, description="namespace/name")
+    cronjobs: list[str] = Field(default_factory=list, description="namespace/name")
+    buckets: list[str] = Field(default_factory=list, description="S3 bucket names")
 
     @field_validator("repositories")
     @classmethod
@@ -51,7 +53,15 @@ class AllowedTargets(BaseModel):
                 raise ValueError(f"expected owner/name, got {value!r}")
         return values
 
-    @field_validator("deployments", "configmaps")
+    @field_validator("buckets")
+    @classmethod
+    def _buckets(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+                raise ValueError(f"expected an S3 bucket name, got {value!r}")
+        return values
+
+    @field_validator("deployments", "configmaps", "cronjobs")
     @classmethod
     def _namespaced(cls, values: list[str]) -> list[str]:
         for value in values:

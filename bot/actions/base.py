@@ -27,6 +27,14 @@ class ActionError(Exception):
     """An expected failure, told to humans as is (conflict, not found, rejected push)."""
 
 
+class ActionFailed(ActionError):
+    """The action ran and failed (a Job exited 1): what it printed goes with the failure."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = list(details or [])
+
+
 class TargetChanged(ActionError):
     """The target is no longer what the approver saw; nothing was done."""
 
@@ -61,6 +69,8 @@ class ExecutionContext:
     # Set in a recovery drill (rehearsal executors only): the throwaway branch a
     # rehearsed git step pushes to, e.g. "drill/12-revert-commit".
     drill_branch: str | None = None
+    # The request being executed: names what must be created once (a Job).
+    request_id: int | None = None
 
 
 @dataclass(frozen=True)

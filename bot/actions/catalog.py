@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from bot.actions.registry import ActionParams, Target, TargetKind, action
 
@@ -53,6 +53,19 @@ KubeName = Annotated[
 Namespace = Annotated[
     str, _pattern(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", "a Kubernetes namespace (DNS label)", 63)
 ]
+# An S3 bucket name (lower-case letters, digits, dots, dashes; 3-63).
+Bucket = Annotated[
+    str, _pattern(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name (lower case)", 63)
+]
+# A key prefix under which snapshots sit: empty or ending in "/".
+KeyPrefix = Annotated[
+    str,
+    _pattern(r"(?:(?![/.])[A-Za-z0-9._-]+/)*", "an S3 key prefix ending in / (or empty)", 200),
+]
+# A snapshot's name under the prefix: `latest` or a dated one like 2026-11-29T10-00-00Z.
+SnapshotName = Annotated[
+    str, _pattern(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}", "a snapshot name like latest", 100)
+]
 RepoPath = Annotated[
     str,
     _pattern(
@@ -93,6 +106,47 @@ class RestorePath(_GitParams):
             f"git checkout {self.commit} -- {self.path} on {self.repo}@{self.branch}, "
             f'commit "{self.message}", then push'
         )
+
+
+class _RestoreParams(_GitParams):
+    path: RepoPath = "ssot_plan/"
+    # push: straight to the branch (a refused push falls back to a pull request);
+    # pull_request: always a pull request.
+    mode: str = Field("push", pattern=r"^(push|pull_request)$")
+
+
+@action("git.restore_archive", "Restore from the archive")
+class RestoreArchive(_RestoreParams):
+    archive: RepoPath = "archive/ssot_backup/"
+    message: str = Field("Restore SSOT from archive", min_length=1, max_length=200)
+
+    def describe(self) -> str:
+        return (
+            f"copy {self.archive} over {self.path} on {self.repo}@{self.branch}, "
+            f'commit "{self.message}", then {_how(self.mode)}'
+        )
+
+
+@action("s3.restore_snapshot", "Restore from an external snapshot")
+class RestoreSnapshot(_RestoreParams):
+    bucket: Bucket
+    prefix: KeyPrefix = ""
+    snapshot: SnapshotName = "latest"
+    message: str = Field("Restore SSOT from external snapshot", min_length=1, max_length=200)
+
+    def targets(self) -> list[Target]:
+        return [self.target(), Target(TargetKind.BUCKET, self.bucket)]
+
+    def describe(self) -> str:
+        source = f"s3://{self.bucket}/{self.prefix}{self.snapshot}/{self.path}"
+        return (
+            f"restore {self.path} on {self.repo}@{self.branch} from {source} (checksums "
+            f'verified), commit "{self.message} <key>", then {_how(self.mode)}'
+        )
+
+
+def _how(mode: str) -> str:
+    return "push it" if mode == "push" else "open a pull request"
 
 
 @action("github.close_pr", "Close a pull request")
@@ -137,6 +191,56 @@ class RolloutUndo(_DeploymentParams):
     def describe(self) -> str:
         revision = f"revision {self.to_revision}" if self.to_revision else "the previous revision"
         return f"rollout undo deployment {self.namespace}/{self.deployment} to {revision}"
+
+
+# No shell ever sees these (the container gets them as its argv), but a value
+# with shell syntax in it is refused all the same: it is never what a playbook
+# meant, and a script might hand it to a shell.
+_SHELL_SYNTAX = re.compile(r"[\s;&|`$<>(){}\[\]\\'\"*?!~#%^]")
+DEFAULT_ARG_PATTERN = r"[A-Za-z0-9._/=:@,+-]{1,200}"
+
+
+@action("k8s.run_job", "Run a Job from a CronJob")
+class RunJob(ActionParams):
+    """`kubectl create job --from=cronjob/NAME`, optionally with the container's args set."""
+
+    namespace: Namespace
+    cronjob: KubeName
+    # Replaces the container's `args` (its command stays the CronJob's).
+    args: list[str] | None = Field(None, max_length=32)
+    # Each argument must match this (Python `re`, whole string); set per step.
+    arg_pattern: str = Field(DEFAULT_ARG_PATTERN, min_length=1, max_length=300)
+    container: KubeName | None = None  # which container's args; default: the first
+    timeout_seconds: int = Field(600, ge=10, le=3600)
+
+    @field_validator("arg_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"arg_pattern is not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _args(self) -> RunJob:
+        pattern = re.compile(self.arg_pattern)
+        for index, arg in enumerate(self.args or []):
+            shown = arg[:60].encode("unicode_escape").decode()
+            if _SHELL_SYNTAX.search(arg) or not arg.isprintable():
+                raise ValueError(
+                    f"args[{index}] {shown!r} contains shell syntax or control characters"
+                )
+            if not pattern.fullmatch(arg):
+                raise ValueError(f"args[{index}] {shown!r} does not match {self.arg_pattern!r}")
+        return self
+
+    def target(self) -> Target:
+        return Target(TargetKind.CRONJOB, f"{self.namespace}/{self.cronjob}")
+
+    def describe(self) -> str:
+        with_args = f" with args {' '.join(self.args)}" if self.args is not None else ""
+        return f"run a Job from CronJob {self.namespace}/{self.cronjob}{with_args}"
 
 
 @action("k8s.configmap_patch", "Patch a ConfigMap", reversible=True)

@@ -23,6 +23,8 @@ class TargetKind(StrEnum):
     REPOSITORY = "repository"
     DEPLOYMENT = "deployment"
     CONFIGMAP = "configmap"
+    CRONJOB = "cronjob"
+    BUCKET = "bucket"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class ActionParams(BaseModel):
     def target(self) -> Target:
         """What this action touches, checked against the allow-list."""
         raise NotImplementedError
+
+    def targets(self) -> list[Target]:
+        """Everything it touches (a restore reads a bucket and writes a repository)."""
+        return [self.target()]
 
     def describe(self) -> str:
         """One line saying exactly what will happen, for buttons and approval cards."""
@@ -112,8 +118,19 @@ def refusal_for(target: Target, allowed: AllowedTargets) -> str | None:
         TargetKind.REPOSITORY: (allowed.repositories, "allowed_targets.repositories"),
         TargetKind.DEPLOYMENT: (allowed.deployments, "allowed_targets.deployments"),
         TargetKind.CONFIGMAP: (allowed.configmaps, "allowed_targets.configmaps"),
+        TargetKind.CRONJOB: (allowed.cronjobs, "allowed_targets.cronjobs"),
+        TargetKind.BUCKET: (allowed.buckets, "allowed_targets.buckets"),
     }
     names, key = allowed_names[target.kind]
     if target.name in names:
         return None
     return f"{target} is not allow-listed ({key} in the config)"
+
+
+def refusal_for_params(params: ActionParams, allowed: AllowedTargets) -> str | None:
+    """None when every target of the action is allow-listed, else the first refusal."""
+    for target in params.targets():
+        refusal = refusal_for(target, allowed)
+        if refusal:
+            return refusal
+    return None

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import bot.actions.catalog  # noqa: F401  (registers the actions)
-from bot.actions.registry import REGISTRY, ActionParams, Target, refusal_for
+from bot.actions.registry import REGISTRY, ActionParams, Target, refusal_for_params
 from bot.domain.alerts import Alert, AlertSource
 from bot.domain.playbook_review import PlaybookReview
 from bot.domain.procedures import PROCEDURES, Procedure, ProcedureKind
@@ -112,6 +112,9 @@ class RollbackStep(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     manual: str | None = Field(None, min_length=1, max_length=2000)
     note: str | None = Field(None, max_length=500)
+    # Another step of this playbook run automatically once this one succeeded
+    # (e.g. the validation Job after a restore); the approval covers both.
+    verify: str | None = Field(None, pattern=_ID)
 
     @model_validator(mode="after")
     def _one_kind(self) -> RollbackStep:
@@ -119,6 +122,8 @@ class RollbackStep(BaseModel):
             raise ValueError("a step needs exactly one of `action` (the bot runs it) or `manual`")
         if self.manual is not None and self.params:
             raise ValueError("`params` belong to an `action` step, not a `manual` one")
+        if self.manual is not None and self.verify is not None:
+            raise ValueError("`verify` belongs to an `action` step, not a `manual` one")
         return self
 
 
@@ -172,6 +177,21 @@ class Playbook(BaseModel):
 
     def step(self, step_id: str) -> RollbackStep | None:
         return next((s for s in self.rollback if s.id == step_id), None)
+
+    @model_validator(mode="after")
+    def _verify_steps(self) -> Playbook:
+        for step in self.rollback:
+            if step.verify is None:
+                continue
+            check = self.step(step.verify)
+            if check is None or check.action is None:
+                raise ValueError(
+                    f"step {step.id!r}: verify names {step.verify!r}, which is not a step "
+                    "with an action in this playbook"
+                )
+            if check.verify is not None or check.id == step.id:
+                raise ValueError(f"step {step.id!r}: its verify step must not verify in turn")
+        return self
 
 
 GENERIC_TRIAGE = Playbook(
@@ -331,10 +351,11 @@ def check_step_params(
                     f"unknown parameter {name!r} for {step.action}; known: {', '.join(fields)}",
                 )
             )
-        elif isinstance(value, str) and ("{{" in value or "}}" in value):
+        elif _templates(value):
             templated.add(name)
             try:
-                parse_template(value)
+                for template in _templates(value):
+                    parse_template(template)
             except TemplateError as exc:
                 errors.append((("params", name), f"bad template: {exc}"))
     for name, info in fields.items():
@@ -365,6 +386,12 @@ def check_step_params(
     return errors
 
 
+def _templates(value: Any) -> list[str]:
+    """The template strings in a parameter: itself, or the items of a list (Job args)."""
+    items = value if isinstance(value, list) else [value]
+    return [v for v in items if isinstance(v, str) and ("{{" in v or "}}" in v)]
+
+
 def _literal_target_refusal(
     model: type[ActionParams],
     literal: Mapping[str, Any],
@@ -383,10 +410,9 @@ def _literal_target_refusal(
     for name in templated:
         partial.__dict__.pop(name, None)  # a default must not stand in for the alert's value
     try:
-        target = partial.target()
+        return refusal_for_params(partial, allowed)
     except AttributeError:
         return None
-    return refusal_for(target, allowed)
 
 
 # --- matching and planning ---------------------------------------------------
@@ -467,6 +493,12 @@ def plan_step(
                 missing.append(name)
                 continue
             value = rendered.text
+        elif isinstance(value, list) and _templates(value):
+            items = [parse_template(v).render(values) if isinstance(v, str) else v for v in value]
+            if any(not isinstance(i, str | int | float) and i.missing for i in items):
+                missing.append(name)
+                continue
+            value = [i if isinstance(i, str | int | float) else i.text for i in items]
         params[name] = value
     if missing:
         return PlannedStep(step, params=params, missing=tuple(missing))
@@ -483,7 +515,7 @@ def plan_step(
     return PlannedStep(
         step,
         params=validated.model_dump(mode="json"),
-        refusal=refusal_for(target, allowed),
+        refusal=refusal_for_params(validated, allowed),
         description=validated.describe(),
         target=target,
     )

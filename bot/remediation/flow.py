@@ -23,7 +23,7 @@ import structlog
 from pydantic import ValidationError
 
 from bot.actions.base import ActionError, ExecutionContext, Executor, TargetChanged
-from bot.actions.registry import REGISTRY, ActionParams, refusal_for
+from bot.actions.registry import REGISTRY, ActionParams, refusal_for_params
 from bot.domain.playbooks import LoadedPlaybooks, plan_step
 from bot.remediation.policy import judge_approval
 from bot.settings import Settings
@@ -156,7 +156,7 @@ class RemediationFlow:
             validated = REGISTRY.get(action).params.model_validate(params)
         except ValidationError as exc:
             return FlowAnswer(f"Invalid values: {exc.errors(include_url=False)[0]['msg']}")
-        refusal = refusal_for(validated.target(), self.settings.allowed_targets)
+        refusal = refusal_for_params(validated, self.settings.allowed_targets)
         if refusal:
             return self._refuse(number, actor, title, refusal, step_id)
         request, created = self.repo.create_remediation_request(
@@ -497,7 +497,7 @@ def _rehearsal_facts(data: Mapping[str, Any], drill: bool, params: ActionParams)
         return {}
     # Checked by the flow before the executor ran; the executor adds its own.
     checks = [
-        f"{params.target()} is allow-listed",
+        *(f"{target} is allow-listed" for target in params.targets()),
         "preview fetched and shown to the approver",
         *(str(c) for c in data.get("checks") or []),
     ]

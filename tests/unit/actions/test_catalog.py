@@ -21,13 +21,16 @@ from bot.actions.registry import (
 )
 
 ALL_ACTIONS = [
+    "git.restore_archive",
     "git.restore_path",
     "git.revert",
     "github.close_pr",
     "k8s.configmap_patch",
     "k8s.rollout_restart",
     "k8s.rollout_undo",
+    "k8s.run_job",
     "k8s.scale",
+    "s3.restore_snapshot",
 ]
 
 GOOD: dict[str, dict[str, Any]] = {
@@ -38,6 +41,9 @@ GOOD: dict[str, dict[str, Any]] = {
     "k8s.rollout_restart": {"namespace": "nexus", "deployment": "orders-api"},
     "k8s.rollout_undo": {"namespace": "nexus", "deployment": "orders-api"},
     "k8s.configmap_patch": {"namespace": "nexus", "name": "ssot-config", "data": {"enabled": "0"}},
+    "k8s.run_job": {"namespace": "nexus", "cronjob": "ssot-sync", "args": ["--force"]},
+    "git.restore_archive": {"repo": "nexus/ssot"},
+    "s3.restore_snapshot": {"repo": "nexus/ssot", "bucket": "nexus-ssot-snapshots"},
 }
 
 
@@ -273,3 +279,49 @@ def test_params_are_frozen() -> None:
     scale = params("k8s.scale")
     with pytest.raises(ValidationError):
         scale.replicas = 5  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--force; rm -rf /",
+        "$(curl evil)",
+        "`id`",
+        "a\nb",
+        "x && y",
+        "a|b",
+        "--anchor=$HOME",
+        "ok\x00",
+        "",
+        "x" * 201,
+    ],
+)
+def test_run_job_refuses_shell_syntax_in_args(arg: str) -> None:
+    with pytest.raises(ValidationError):
+        params("k8s.run_job", args=[arg])
+
+
+def test_run_job_args_follow_the_steps_pattern() -> None:
+    assert params("k8s.run_job", args=["--anchor", "a-12"]).args == ["--anchor", "a-12"]
+    strict = r"--force|--anchor|[a-z0-9][a-z0-9-]{0,40}"
+    assert params("k8s.run_job", args=["--anchor", "a-12"], arg_pattern=strict)
+    with pytest.raises(ValidationError, match="does not match"):
+        params("k8s.run_job", args=["--other"], arg_pattern=strict)
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
+        params("k8s.run_job", arg_pattern="(")
+
+
+def test_snapshot_restore_touches_the_repository_and_the_bucket() -> None:
+    restore = params("s3.restore_snapshot", snapshot="2026-11-29T10-00-00Z", prefix="ssot/")
+    assert [str(t) for t in restore.targets()] == [
+        "repository nexus/ssot",
+        "bucket nexus-ssot-snapshots",
+    ]
+    for bad in (
+        {"prefix": "/abs/"},
+        {"prefix": "no-slash"},
+        {"snapshot": "../x"},
+        {"bucket": "UP"},
+    ):
+        with pytest.raises(ValidationError):
+            params("s3.restore_snapshot", **bad)

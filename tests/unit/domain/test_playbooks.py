@@ -250,6 +250,9 @@ def test_literal_targets_are_checked_for_every_action(
         "k8s.rollout_restart": "namespace: prod, deployment: db",
         "k8s.rollout_undo": 'namespace: prod, deployment: db, to_revision: "{{ rev }}"',
         "k8s.configmap_patch": 'namespace: prod, name: cfg, data: {a: "{{ a }}"}',
+        "k8s.run_job": 'namespace: prod, cronjob: wipe, args: ["{{ a }}"]',
+        "git.restore_archive": "repo: attacker/ssot",
+        "s3.restore_snapshot": 'repo: nexus/ssot, bucket: attacker-bucket, snapshot: "{{ s }}"',
     }
     assert set(literal_targets) == set(REGISTRY.names())
     for name, params in literal_targets.items():
