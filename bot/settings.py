@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     nexus_workdir: Path = Path(".nexus-work")
 
     kubeconfig: str | None = None
+    # s3.restore_snapshot: S3 (unset) or MinIO and the like; credentials come from
+    # the standard AWS chain (AWS_ACCESS_KEY_ID, …, or the pod's role).
+    s3_endpoint_url: str | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"  # MinIO: path
 
     # Alertmanager batches are written to the inbox by their own small pool, so a
     # storm cannot hold up PagerDuty webhooks and Slack clicks. Past
