@@ -96,6 +96,10 @@ class Remote:
     def head(self, branch: str = "main") -> str:
         return git(self.bare, "rev-parse", f"refs/heads/{branch}").strip()
 
+    def rev(self, revision: str) -> str:
+        """The object id ``revision`` names on the remote, e.g. ``main:ssot_plan`` (a tree)."""
+        return git(self.bare, "rev-parse", "--verify", revision).strip()
+
     def branches(self) -> list[str]:
         out = git(self.bare, "for-each-ref", "--format=%(refname:short)", "refs/heads/")
         return out.split()
