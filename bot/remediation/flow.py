@@ -16,16 +16,23 @@ Kubernetes, so they run between transactions, never inside one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
-from bot.actions.base import ActionError, ExecutionContext, Executor, TargetChanged
+from bot.actions.base import ActionError, ActionFailed, ExecutionContext, Executor, TargetChanged
 from bot.actions.registry import REGISTRY, ActionParams, refusal_for_params
 from bot.domain.playbooks import LoadedPlaybooks, plan_step
+from bot.remediation.answers import Decided, FlowAnswer
+from bot.remediation.outcome_facts import (
+    drill_failure_facts,
+    rehearsal_facts,
+    undone_request,
+    verify_lines,
+)
 from bot.remediation.policy import judge_approval
+from bot.remediation.verify import verify_after
 from bot.settings import Settings
 from bot.store.models import RemediationRequest, utcnow
 from bot.store.repository import Repository
@@ -33,34 +40,6 @@ from bot.timeline.events import Kind
 from bot.timeline.recorder import Timeline
 
 log = structlog.get_logger("bot.remediation")
-
-
-@dataclass(frozen=True)
-class Decided:
-    """How a decided request ended, for redrawing the card that was clicked."""
-
-    request_id: int
-    title: str
-    outcome: str  # "done", "failed", "aborted", "denied"
-    requested_by: str
-    decided_by: str
-    summary: str = ""
-    details: list[str] = field(default_factory=list)
-    links: list[str] = field(default_factory=list)
-    reason: str = ""
-    at: str = ""  # HH:MM:SS UTC of the approval
-    rehearsal: bool = False  # a drill's step: it was rehearsed, nothing real changed
-
-
-@dataclass
-class FlowAnswer:
-    """What to tell the clicker (plain text), and how the clicked card ended (if it did)."""
-
-    message: str
-    decided: Decided | None = None
-    request_id: int | None = None
-    needs_input: list[str] = field(default_factory=list)
-    defaults: dict[str, str] = field(default_factory=dict)
 
 
 class RemediationFlow:
@@ -367,6 +346,7 @@ class RemediationFlow:
             requested_by=request.requested_by,
             approved_by=approver,
             drill_branch=f"drill/{request.incident_id}-{request.step_id}" if drill else None,
+            request_id=request.id,
         )
         snapshot = (request.preview or {}).get("snapshot", {})
         approved_at = f"{utcnow():%H:%M:%S}"
@@ -386,7 +366,8 @@ class RemediationFlow:
         except ActionError as exc:
             # A rehearsal's error already says "Would not have worked: …".
             said = str(exc) if drill else f"failed: {exc}"
-            return self._finish(request, title, approver, approved_at, "failed", said)
+            printed = exc.details if isinstance(exc, ActionFailed) else []
+            return self._finish(request, title, approver, approved_at, "failed", said, printed)
         except Exception as exc:  # an executor bug must not leave the request "executing"
             log.exception("remediation crashed", request_id=request.id)
             return self._finish(
@@ -397,12 +378,23 @@ class RemediationFlow:
                 "failed",
                 f"failed unexpectedly: {type(exc).__name__}",
             )
+        verified = verify_after(
+            self.playbooks,
+            request.playbook_id,
+            request.step_id,
+            (incident.labels or {}) if incident else {},
+            self.settings.allowed_targets,
+            self._executors_for(request.incident_id),
+            context,
+        )
         detail: dict[str, Any] = {
             "summary": result.summary,
             "details": result.details,
             "links": result.links,
             **result.data,
         }
+        if verified is not None:
+            detail["verify"] = verified.facts()
         if result.undo is not None:
             detail["undo"] = {
                 "title": result.undo.title,
@@ -425,8 +417,9 @@ class RemediationFlow:
                 details=list(result.details),
                 links=list(result.links),
                 undo_title=result.undo.title if result.undo is not None else None,
-                undoes=_undone_request(request.step_id),
-                **_rehearsal_facts(result.data, drill, params),
+                undoes=undone_request(request.step_id),
+                verify=verified.facts() if verified is not None else None,
+                **rehearsal_facts(result.data, drill, params),
             )
         decided = Decided(
             request.id,
@@ -435,7 +428,7 @@ class RemediationFlow:
             request.requested_by,
             approver,
             summary=result.summary,
-            details=list(result.details),
+            details=list(result.details) + verify_lines(verified),
             links=list(result.links),
             at=approved_at,
             rehearsal=drill,
@@ -450,10 +443,11 @@ class RemediationFlow:
         approved_at: str,
         outcome: str,
         message: str,
+        printed: list[str] | None = None,
     ) -> FlowAnswer:
         with self.repo.session() as s:
             self.repo.finish_execution(
-                request.id, outcome, "nexus-bot", {"error": message}, session=s
+                request.id, outcome, "nexus-bot", {"error": message, "output": printed}, session=s
             )
             self.timeline.record(
                 s,
@@ -467,7 +461,8 @@ class RemediationFlow:
                 approved_at=approved_at,
                 outcome=outcome,
                 message=message,
-                **_drill_failure_facts(self._is_drill(request.incident_id)),
+                details=list(printed or []),  # what a failed Job printed, say
+                **drill_failure_facts(self._is_drill(request.incident_id)),
             )
         decided = Decided(
             request.id,
@@ -485,29 +480,6 @@ class RemediationFlow:
         playbook = self.playbooks.get(request.playbook_id)
         step = playbook.step(request.step_id) if playbook else None
         return step.title if step else REGISTRY.get(request.action).title
-
-
-def _drill_failure_facts(drill: bool) -> dict[str, Any]:
-    return {"rehearsal": True} if drill else {}
-
-
-def _rehearsal_facts(data: Mapping[str, Any], drill: bool, params: ActionParams) -> dict[str, Any]:
-    """A drill's result says it was rehearsed and what the rehearsal verified."""
-    if not drill:
-        return {}
-    # Checked by the flow before the executor ran; the executor adds its own.
-    checks = [
-        *(f"{target} is allow-listed" for target in params.targets()),
-        "preview fetched and shown to the approver",
-        *(str(c) for c in data.get("checks") or []),
-    ]
-    return {"rehearsal": True, "checks": checks}
-
-
-def _undone_request(step_id: str) -> int | None:
-    """An undo request's step is `undo-<request id>`: the request it undoes."""
-    prefix, _, number = step_id.partition("-")
-    return int(number) if prefix == "undo" and number.isdecimal() else None
 
 
 __all__ = ["Decided", "FlowAnswer", "RemediationFlow"]

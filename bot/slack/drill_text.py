@@ -87,6 +87,11 @@ def rehearsal_done(e: Event) -> str:
         *(escape(str(d)) for d in e.fact("details", []) or []),
         *(["Checked:", *checks] if checks else []),
     ]
+    verify = e.fact("verify")
+    if isinstance(verify, dict):  # the verify step's rehearsal, under the step's
+        verdict = "would work" if verify.get("ok") else "would NOT work"
+        lines.append(f"Verification ({escape(str(verify.get('title', '')))}) {verdict}: ")
+        lines[-1] += escape(str(verify.get("summary", "")))
     title = escape(str(e.fact("title", "")))
     return f"Remediation #{e.fact('request_id')} ({title}) rehearsed.\n" + "\n".join(lines)
 

@@ -129,7 +129,7 @@ class SlackThreadOutput:
             Kind.REMEDIATION_DONE: self._done,
             Kind.REMEDIATION_FAILED: lambda e: (
                 f":warning: Remediation #{e.fact('request_id')} ({escape(e.fact('title', ''))}) "
-                f"{escape(e.fact('message', ''))}"
+                f"{escape(e.fact('message', ''))}" + printed_block(e.fact("details", []))
             ),
             Kind.ROLE_ASSIGNED: self._role,
             Kind.UPDATE_POSTED: self._update,
@@ -394,6 +394,7 @@ class SlackThreadOutput:
             f":white_check_mark: {escape(e.fact('summary', ''))}",
             *(escape(str(d)) for d in e.fact("details", [])),
             *(f"<{link}>" for link in e.fact("links", [])),
+            *verification_lines(e.fact("verify")),
         ]
         title = escape(e.fact("title", ""))
         return f"Remediation #{e.fact('request_id')} ({title}) done.\n" + "\n".join(lines)
@@ -448,3 +449,23 @@ def _latest_facts(s: Session, incident_id: int, kind: Kind) -> Any:
         .order_by(TimelineEvent.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+
+
+def verification_lines(verify: Any) -> list[str]:
+    """The verify step's result, under the step's own (`verify:` in the playbook)."""
+    if not isinstance(verify, dict):
+        return []
+    mark = ":white_check_mark:" if verify.get("ok") else ":x:"
+    verdict = "passed" if verify.get("ok") else "FAILED"
+    lines = [f"{mark} Verification ({escape(str(verify.get('title', '')))}) {verdict}: "]
+    lines[0] += escape(str(verify.get("summary", "")))
+    details = [str(d) for d in verify.get("details") or []]
+    return lines + ([printed_block(details).strip()] if details else [])
+
+
+def printed_block(lines: Any) -> str:
+    """What an action printed (a Job's log tail), as a code block; empty when nothing."""
+    if not isinstance(lines, list) or not lines:
+        return ""
+    body = "\n".join(escape(str(line)).replace("```", "ˋˋˋ") for line in lines[-45:])
+    return f"\n```\n{body[-2800:]}\n```"
