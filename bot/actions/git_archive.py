@@ -54,7 +54,7 @@ class RestoreArchiveExecutor:
         mirror = ws.sync(p.repo)
         head = ws.branch_head(p.repo, mirror, p.branch)
         archive = _archive_tree(ws, mirror, p, head)
-        target = _tree(ws, mirror, head, p.path)
+        target = dir_tree(ws, mirror, head, p.path)
         if target is None and ws.rev(mirror, f"{head}:{p.path.rstrip('/')}") is not None:
             raise ActionError(f"{p.path} on {p.branch} is a file, not a directory to copy into")
         archived = ls_tree(ws, mirror, archive)
@@ -79,8 +79,8 @@ class RestoreArchiveExecutor:
             f"{len(archived)} file(s); copying it over {p.path} adds {len(added)} and "
             f"changes {len(changed)} file(s); nothing is deleted ({kept} other file(s) "
             f"in {p.path} stay as they are):",
-            *_capped(lines),
-            f'Then: commit "{p.message}" and {_then(p.mode, p.branch, self.pulls)}',
+            *capped(lines),
+            f'Then: commit "{p.message}" and {then_publish(p.mode, p.branch, self.pulls)}',
         ]
         return Preview(
             summary=f"Restore {p.path} on {p.repo}@{p.branch} from {p.archive} "
@@ -105,7 +105,7 @@ class RestoreArchiveExecutor:
         with ws.checkout(p.repo, p.branch) as co:
             # Only the archive is pinned: the copy overwrites what is in the path
             # anyway, and deletes nothing, so unrelated commits do not matter.
-            now = _tree(ws, co.path, co.head, p.archive)
+            now = dir_tree(ws, co.path, co.head, p.archive)
             if now != seen:
                 state = "is gone" if now is None else f"changed ({seen[:12]} → {now[:12]})"
                 raise TargetChanged(
@@ -139,7 +139,7 @@ class RestoreArchiveExecutor:
             summary=f"Restored {p.path} on {p.repo}@{p.branch} from {p.archive}: {where}",
             details=[
                 f"Commit {new_sha[:12]} changes {len(changed)} file(s):",
-                *_capped(changed),
+                *capped(changed),
                 where,
             ],
             links=result_links(ws, p.repo, new_sha, published),
@@ -167,7 +167,7 @@ def ls_tree(workspace: GitWorkspace, cwd: Path, tree: str) -> dict[str, tuple[st
     return files
 
 
-def _tree(workspace: GitWorkspace, cwd: Path, commit: str, path: str) -> str | None:
+def dir_tree(workspace: GitWorkspace, cwd: Path, commit: str, path: str) -> str | None:
     """The tree id of directory ``path`` at ``commit``; None if absent or not a directory."""
     oid = workspace.rev(cwd, f"{commit}:{path.rstrip('/')}")
     if oid is None:
@@ -177,7 +177,7 @@ def _tree(workspace: GitWorkspace, cwd: Path, commit: str, path: str) -> str | N
 
 
 def _archive_tree(workspace: GitWorkspace, mirror: Path, p: RestoreArchive, head: str) -> str:
-    tree = _tree(workspace, mirror, head, p.archive)
+    tree = dir_tree(workspace, mirror, head, p.archive)
     if tree is None:
         raise ActionError(f"no {p.archive} on {p.branch} of {p.repo}; nothing to restore from")
     return tree
@@ -212,7 +212,7 @@ def _copy(root: Path, archive: str, path: str, files: list[str]) -> int:
     source, target = root / archive.rstrip("/"), root / path.rstrip("/")
     for rel in files:
         src, dst = source / rel, target / rel
-        _refuse_links_above(root, dst)
+        refuse_links_above(root, dst)
         if dst.is_symlink():
             dst.unlink()  # cp would write through the link, outside the path
         elif dst.is_dir():
@@ -225,14 +225,14 @@ def _copy(root: Path, archive: str, path: str, files: list[str]) -> int:
     return len(files)
 
 
-def _refuse_links_above(root: Path, dst: Path) -> None:
+def refuse_links_above(root: Path, dst: Path) -> None:
     """A tracked symlink on the way (ssot_plan -> /etc) must not carry the copy out."""
     for parent in dst.relative_to(root).parents:
         if parent != Path(".") and (root / parent).is_symlink():
             raise ActionError(f"refused: {parent} is a symbolic link in the repository")
 
 
-def _capped(lines: list[str]) -> list[str]:
+def capped(lines: list[str]) -> list[str]:
     if len(lines) <= MAX_LISTED:
         return [f"  {line}" for line in lines]
     return [f"  {line}" for line in lines[: MAX_LISTED - 1]] + [
@@ -240,7 +240,7 @@ def _capped(lines: list[str]) -> list[str]:
     ]
 
 
-def _then(mode: str, branch: str, pulls: PullRequests | None) -> str:
+def then_publish(mode: str, branch: str, pulls: PullRequests | None) -> str:
     if mode == "pull_request":
         return f"push a side branch and open a pull request against {branch}"
     if pulls is None:
