@@ -62,6 +62,14 @@ class Conflict(ActionError):
     """409: the object changed between our read and our patch."""
 
 
+class AlreadyExists(Conflict):
+    """409 on a create: an object of that name exists (another replica made it first)."""
+
+
+class NotFound(ActionError):
+    """404 on a single object: the message names it; callers may say more."""
+
+
 @dataclass(frozen=True)
 class _Op:
     """One API call, described for error messages."""
@@ -80,6 +88,7 @@ class KubeApi:
         self._api_client = api_client
         self._apps = client.AppsV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
+        self._batch = client.BatchV1Api(api_client)
         self._timeout = timeout
 
     def deployment(self, ns: str, name: str) -> dict[str, Any]:
@@ -119,6 +128,79 @@ class KubeApi:
         op = _Op("patch", "configmaps", "", ns, f"ConfigMap {ns}/{name}")
         return self._patch(op, self._core.patch_namespaced_config_map, name, ns, body, dry_run)
 
+    def cronjob(self, ns: str, name: str) -> dict[str, Any]:
+        op = _Op("get", "cronjobs", "batch", ns, f"CronJob {ns}/{name}")
+        return self._call(op, self._batch.read_namespaced_cron_job, name, ns)
+
+    def create_job(self, ns: str, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        name = str((body.get("metadata") or {}).get("name") or "")
+        op = _Op("create", "jobs", "batch", ns, f"Job {ns}/{name}")
+        return self._call(
+            op,
+            self._post_raw,
+            f"/apis/batch/v1/namespaces/{ns}/jobs",
+            body,
+            dry_run="All" if dry_run else None,
+            field_manager=FIELD_MANAGER,
+        )
+
+    def job(self, ns: str, name: str) -> dict[str, Any]:
+        # The whole Job, not jobs/status: the status is in it, and one RBAC rule
+        # ("get jobs") then covers both following a Job and checking whose it is.
+        op = _Op("get", "jobs", "batch", ns, f"Job {ns}/{name}")
+        return self._call(op, self._batch.read_namespaced_job, name, ns)
+
+    def pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        op = _Op("list", "pods", "", ns, f"the pods in namespace {ns}")
+        answer = self._call(op, self._core.list_namespaced_pod, ns, label_selector=selector)
+        return list(answer.get("items") or [])
+
+    def pod_log(self, ns: str, name: str, *, container: str, tail_lines: int) -> str:
+        op = _Op("get", "pods/log", "", ns, f"the log of pod {ns}/{name}")
+        data = self._send(
+            op,
+            self._core.read_namespaced_pod_log,
+            name,
+            ns,
+            container=container,
+            tail_lines=tail_lines,
+        )
+        return data.decode("utf-8", errors="replace")
+
+    def _post_raw(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        dry_run: str | None,
+        field_manager: str,
+        _preload_content: bool,
+        _request_timeout: float,
+    ) -> Any:
+        """POST a JSON body as is.
+
+        The generated create methods validate the body into the client's models,
+        which forbid fields this client version does not know: a Job copied from a
+        newer cluster's CronJob would be refused, or stripped, before it left.
+        """
+        query = [("fieldManager", field_manager)]
+        if dry_run:
+            query.append(("dryRun", dry_run))
+        api: Any = self._api_client  # its REST layer is untyped
+        method, url, headers, data, _ = api.param_serialize(
+            method="POST",
+            resource_path=path,
+            query_params=query,
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = api.call_api(method, url, headers, data, _request_timeout=_request_timeout)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response
+
     def _patch(
         self, op: _Op, method: Callable[..., Any], name: str, ns: str, body: Any, dry_run: bool
     ) -> dict[str, Any]:
@@ -136,11 +218,22 @@ class KubeApi:
     def _call(
         self, op: _Op, method: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> dict[str, Any]:
+        data = self._send(op, method, *args, **kwargs)
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            raise ActionError(f"the Kubernetes API answered {op.what} with invalid JSON") from None
+        if not isinstance(answer, dict):
+            raise ActionError(f"the Kubernetes API answered {op.what} with unexpected JSON")
+        return answer
+
+    def _send(self, op: _Op, method: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        """Every call goes through here (JSON or not): the raw answer, or an error for humans."""
         try:
             response = method(
                 *args, _preload_content=False, _request_timeout=self._timeout, **kwargs
             )
-            answer = json.loads(response.data)
+            return bytes(response.data)
         except ApiException as exc:
             raise self._error(op, exc) from None
         except urllib3.exceptions.HTTPError as exc:
@@ -148,11 +241,6 @@ class KubeApi:
             raise ActionError(
                 self._redact(f"cannot reach the Kubernetes API at {host} ({first_line(exc)})")
             ) from None
-        except ValueError:
-            raise ActionError(f"the Kubernetes API answered {op.what} with invalid JSON") from None
-        if not isinstance(answer, dict):
-            raise ActionError(f"the Kubernetes API answered {op.what} with unexpected JSON")
-        return answer
 
     def _error(self, op: _Op, exc: ApiException) -> ActionError:
         status = int(exc.status or 0)
@@ -178,7 +266,9 @@ class KubeApi:
                 f'"{op.resource}" (API group {group}) in a Role. Server said: {said}'
             )
         elif status == 404 and op.verb != "list":
-            text = f"{op.what} not found"
+            return NotFound(self._redact(f"{op.what} not found"))
+        elif status == 409 and reason == "AlreadyExists":
+            return AlreadyExists(self._redact(f"{op.what} already exists"))
         elif status == 409:
             return Conflict(self._redact(f"{op.what} changed during the update ({said})"))
         else:

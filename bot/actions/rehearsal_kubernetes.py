@@ -36,14 +36,12 @@ DRY_RUN_CHECK = "server-side dry run of the change accepted (RBAC and admission)
 class DryRunKubeApi(KubeApi):
     """`KubeApi` whose writes are all server-side dry runs: it cannot change the cluster."""
 
-    def _call(
-        self, op: _Op, method: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> dict[str, Any]:
+    def _send(self, op: _Op, method: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
         # Every call goes through here, so forcing dryRun=All on anything that is
         # not a read also covers a write method added to KubeApi later.
         if op.verb not in _READS:
             kwargs["dry_run"] = "All"
-        return super()._call(op, method, *args, **kwargs)
+        return super()._send(op, method, *args, **kwargs)
 
 
 class _DryRunOnly(KubeExecutor):

@@ -14,6 +14,8 @@ What it models:
 
 * Deployments (GET/PATCH, and the ``scale`` subresource), ReplicaSets (list with
   a label selector), ConfigMaps (GET/PATCH);
+* CronJobs, Jobs (create, with 409 AlreadyExists), their pods and logs, and Jobs
+  finished on the test's word (see `tests.fakes.kubernetes_batch`);
 * patches: strategic merge (a plain recursive merge; lists are replaced, which
   is all our patches need), JSON merge, and JSON patch (add/replace/remove/test);
 * ``dryRun=All``: validated and answered, nothing stored;
@@ -48,6 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from tests.fakes.background import ThreadedHTTPServer
+from tests.fakes.kubernetes_batch import BATCH_RESOURCES, CRONJOB_ROUTES, FakeBatch
 
 DEFAULT_TOKEN = "fake-k8s-token-4f9c2e7a1b"
 DEFAULT_USER = "system:serviceaccount:nexus:nexus-bot"
@@ -74,6 +77,7 @@ _ROUTES: list[tuple[re.Pattern[str], str, str]] = [
     ),
     (re.compile(r"/apis/apps/v1/namespaces/([^/]+)/replicasets()"), "replicasets", "apps"),
     (re.compile(r"/api/v1/namespaces/([^/]+)/configmaps/([^/]+)"), "configmaps", ""),
+    *CRONJOB_ROUTES,
 ]
 
 
@@ -144,7 +148,7 @@ def write_kubeconfig(path: str | Path, url: str, token: str | None = DEFAULT_TOK
     return target
 
 
-class FakeKubernetes(ThreadedHTTPServer):
+class FakeKubernetes(FakeBatch, ThreadedHTTPServer):
     thread_name = "fake-k8s"
     # A short poll interval: stop() waits for it, once per test.
     poll_interval = 0.02
@@ -161,6 +165,7 @@ class FakeKubernetes(ThreadedHTTPServer):
         self._hooks: list[_Hook] = []
         self._requests: list[FakeRequest] = []
         self._rv = 1000
+        self._init_batch()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -316,21 +321,32 @@ class FakeKubernetes(ThreadedHTTPServer):
             if r.method == "PATCH" and (dry_run is None or r.dry_run == dry_run)
         ]
 
+    def creates(self, *, dry_run: bool | None = None) -> list[FakeRequest]:
+        """The POSTs (Job creations), answered or refused, in order."""
+        return [
+            r
+            for r in self.requests
+            if r.method == "POST" and (dry_run is None or r.dry_run == dry_run)
+        ]
+
     # -- request handling (server thread) -------------------------------------------
 
-    def _handle(self, request: FakeRequest) -> tuple[int, dict[str, Any]]:
+    def _handle(self, request: FakeRequest) -> tuple[int, dict[str, Any] | str]:
         with self._lock:
             self._requests.append(request)
         try:
             if request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise _Fail(401, "Unauthorized", "Unauthorized")
             ref, single = self._route(request.path)
-            verb = {"GET": "get" if single else "list", "PATCH": "patch"}.get(request.method)
-            if verb is None:
+            verbs = {"GET": "get" if single else "list", "PATCH": "patch", "POST": "create"}
+            verb = verbs.get(request.method)
+            if verb is None or (verb == "create" and single):
                 raise _Fail(405, "MethodNotAllowed", "the server does not allow this method")
             self._authorize(verb, ref)
             self._run_hooks(verb, ref.resource, request.dry_run)
             with self._lock:
+                if ref.resource in BATCH_RESOURCES:
+                    return 201 if verb == "create" else 200, self._serve_batch(request, verb, ref)
                 return 200, self._serve(request, verb, ref)
         except _Fail as fail:
             status: dict[str, Any] = {
@@ -593,6 +609,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._answer()
 
+    def do_POST(self) -> None:
+        self._answer()
+
     def _answer(self) -> None:
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -610,9 +629,11 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as exc:
             status, answer = 400, {"kind": "Status", "code": 400, "message": str(exc)}
         request.status = status
-        data = json.dumps(answer).encode()
+        # pods/log answers plain text; everything else is JSON.
+        text = isinstance(answer, str)
+        data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
