@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from types import TracebackType
@@ -73,6 +74,8 @@ class S3Server:
         self.url = ""
 
     def __enter__(self) -> S3Server:
+        # One line per request would bury a failing test's own log in captured output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
