@@ -246,6 +246,7 @@ def _load(client: S3Client, p: RestoreSnapshot, others: list[str]) -> _Loaded:
     for item in listed:
         data, etag = download(client, p.bucket, item.key)
         if etag != item.etag:
+            # Rewritten between listing and reading: whichever call this is, stop here.
             raise TargetChanged(f"s3://{p.bucket}/{item.key} changed while being read; try again")
         files[item.rel], etags[item.rel] = data, etag
     manifest = read_manifest(client, p.bucket, root)

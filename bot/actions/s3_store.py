@@ -157,7 +157,8 @@ def snapshot_names(client: S3Client, bucket: str, prefix: str) -> list[str]:
                 name = common.get("Prefix", "")[len(prefix) :].rstrip("/")
                 if name:
                     names.append(name)
-    # Dated names (2026-11-29T10-00-00Z) sort by time; "latest" is told apart by callers.
+    # Dated names (2026-11-29T10-00-00Z) sort by time, and "latest" sorts before
+    # them, as it should: listing each snapshot's objects for dates would cost more.
     return sorted(names, reverse=True)
 
 
