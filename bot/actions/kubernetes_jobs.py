@@ -75,7 +75,7 @@ class RunJobExecutor(KubeExecutor):
         self._sleep = sleep
 
     def preview(self, params: ActionParams) -> Preview:
-        p = _validated(params)
+        p = validated_params(params)
         cronjob = self._cronjob(p)
         shown = render(cronjob, p)
         # No request exists yet: a placeholder name, the real one at execution.
@@ -84,10 +84,7 @@ class RunJobExecutor(KubeExecutor):
         spec = cronjob.get("spec") or {}
         command = words(shown.command, "(the image's entrypoint)")
         args = _args(shown)
-        summary = (
-            f"Run a Job from CronJob {p.namespace}/{p.cronjob}: image {shown.image}, "
-            f"command {command}, args {args}"
-        )
+        summary = f"Run a Job from CronJob {p.namespace}/{p.cronjob}: {describe_container(shown)}"
         details = [f"Image {shown.image}", f"Command {command}", f"Args {args}"]
         if p.args is not None:
             original = render(cronjob, p.model_copy(update={"args": None}))
@@ -121,7 +118,7 @@ class RunJobExecutor(KubeExecutor):
     def execute(
         self, params: ActionParams, snapshot: dict[str, Any], context: ExecutionContext
     ) -> ExecutionResult:
-        p = _validated(params)
+        p = validated_params(params)
         cronjob, body, key = self._checked_job(p, snapshot, context)
         name = str(body["metadata"]["name"])
         what = f"Job {p.namespace}/{name}"
@@ -251,7 +248,7 @@ class RunJobExecutor(KubeExecutor):
         return exit_code, lines[-LOG_LINES:], []
 
 
-def _validated(params: ActionParams) -> RunJob:
+def validated_params(params: ActionParams) -> RunJob:
     """The params, validated again: args become a container's argv, so an instance built
     without validation (``model_construct``) must not smuggle shell syntax into it."""
     p = expect_params(params, RunJob)
@@ -260,6 +257,12 @@ def _validated(params: ActionParams) -> RunJob:
     except ValidationError as exc:
         problem = exc.errors()[0].get("msg", "invalid") if exc.errors() else "invalid"
         raise ActionError(f"refused k8s.run_job parameters: {problem}") from None
+
+
+def describe_container(shown: Rendered) -> str:
+    """ "image X, command [...], args [...]", as the approval card shows it."""
+    command = words(shown.command, "(the image's entrypoint)")
+    return f"image {shown.image}, command {command}, args {_args(shown)}"
 
 
 def _args(shown: Rendered) -> str:

@@ -7,6 +7,10 @@ goes out with ``dryRun=All``: the API server authorizes (RBAC), admits
 dry-run-ness belongs to the API object the rehearsal executor was built with,
 not to a flag anyone can flip, so a rehearsal cannot write for real and a real
 executor in the same process is unaffected.
+
+``k8s.run_job`` (`run_job_rehearsal`) is the exception: its rehearsal runs the
+real re-read and checks and dry-runs the Job's creation, but never waits for
+the Job or reads a log, since a dry-run Job never runs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ from bot.actions.kubernetes import (
 )
 from bot.actions.kubernetes_base import KubeExecutor
 from bot.actions.kubernetes_client import KubeApi, _Op
+from bot.actions.kubernetes_job_spec import render
+from bot.actions.kubernetes_jobs import (
+    LOG_LINES,
+    RunJobExecutor,
+    describe_container,
+    validated_params,
+)
 from bot.actions.registry import ActionParams
 from bot.actions.rehearsal_base import would_not_have_worked
 
@@ -68,6 +79,36 @@ class _DryRunUndo(_DryRunOnly, RolloutUndoExecutor):
 
 class _DryRunConfigMap(_DryRunOnly, ConfigMapPatchExecutor):
     pass
+
+
+class _DryRunJob(_DryRunOnly, RunJobExecutor):
+    """k8s.run_job rehearsed: the real re-read and checks, then the create as a dry run.
+
+    Unlike the other rehearsals it does not run the real execution: that would
+    wait for a Job a dry run never made (and, on a 409, follow a real one).
+    """
+
+    def execute(
+        self, params: ActionParams, snapshot: dict[str, Any], context: ExecutionContext
+    ) -> ExecutionResult:
+        p = validated_params(params)
+        cronjob, body, _ = self._checked_job(p, snapshot, context)
+        self._kube.create_job(p.namespace, body, dry_run=True)  # dry run either way
+        name = str(body["metadata"]["name"])
+        shown = render(cronjob, p)
+        return ExecutionResult(
+            summary=f"create Job {p.namespace}/{name} from CronJob {p.namespace}/{p.cronjob}",
+            details=[
+                f"Run {describe_container(shown)}; wait up to {p.timeout_seconds} s for it, "
+                f"then report its exit code and the last {LOG_LINES} lines of its log"
+            ],
+            data={
+                "job": name,
+                "namespace": p.namespace,
+                "cronjob": p.cronjob,
+                "container": shown.as_dict(),
+            },
+        )
 
 
 Describe = Callable[[ActionParams, ExecutionResult], tuple[str, bool]]
@@ -120,6 +161,11 @@ def kube_rehearsals(api_client: client.ApiClient) -> list[KubeRehearsal]:
     ]
 
 
+def run_job_rehearsal(api_client: client.ApiClient) -> KubeRehearsal:
+    """k8s.run_job's rehearsal over ``api_client``: never creates, waits or reads a log."""
+    return KubeRehearsal(_DryRunJob(api_client), _run_job)
+
+
 # What each rehearsed step would have done, and whether it needed a write.
 
 
@@ -146,3 +192,7 @@ def _configmap(params: ActionParams, done: ExecutionResult) -> tuple[str, bool]:
     assert isinstance(params, PatchConfigMap)
     changes = "; ".join(done.details) if len(done.details) <= 2 else f"{len(done.details)} keys"
     return f"patch ConfigMap {params.namespace}/{params.name}: {changes}", True
+
+
+def _run_job(params: ActionParams, done: ExecutionResult) -> tuple[str, bool]:
+    return done.summary, True

@@ -6,10 +6,22 @@ import pytest
 from kubernetes import client
 
 from bot.actions.base import ActionError, ExecutionContext, Executor, TargetChanged
-from bot.actions.catalog import PatchConfigMap, RolloutRestart, RolloutUndo, ScaleDeployment
+from bot.actions.catalog import (
+    PatchConfigMap,
+    RolloutRestart,
+    RolloutUndo,
+    RunJob,
+    ScaleDeployment,
+)
 from bot.actions.kubernetes import RESTARTED_AT, ScaleExecutor
 from bot.actions.kubernetes_client import KubeApi
-from bot.actions.rehearsal_kubernetes import DRY_RUN_CHECK, DryRunKubeApi, kube_rehearsals
+from bot.actions.kubernetes_job_spec import job_name, request_key
+from bot.actions.rehearsal_kubernetes import (
+    DRY_RUN_CHECK,
+    DryRunKubeApi,
+    kube_rehearsals,
+    run_job_rehearsal,
+)
 from tests.fakes.kubernetes import FakeKubernetes
 
 NS, APP = "ai", "frenly-ai"  # as seeded by the kube fixture (conftest.py)
@@ -172,3 +184,69 @@ def test_dry_run_api_cannot_write_and_real_executors_are_unaffected(
     params = ScaleDeployment(namespace=NS, deployment=APP, replicas=2)
     real.execute(params, real.preview(params).snapshot, CONTEXT)
     assert kube.deployment(NS, APP)["spec"]["replicas"] == 2
+
+
+def test_run_job_rehearsal_only_dry_runs_the_create_and_never_waits(
+    kube: FakeKubernetes, api_client: client.ApiClient
+) -> None:
+    kube.add_cronjob("nexus", "ssot-sync", image="sync:1", command=["sync"], args=["--dry-run"])
+    kube.auto_finish_jobs()  # were a Job really created, it would finish at once
+    executor = run_job_rehearsal(api_client)
+    params = RunJob(namespace="nexus", cronjob="ssot-sync", args=["--force"])
+    job = job_name("ssot-sync", request_key(params, CONTEXT))
+
+    preview = executor.preview(params)
+    assert preview.summary.startswith("Run a Job from CronJob nexus/ssot-sync: image sync:1")
+    result = executor.execute(params, preview.snapshot, CONTEXT)
+
+    assert executor.action == "k8s.run_job"
+    assert result.summary == (
+        f"Would work (server-side dry run accepted): create Job nexus/{job} "
+        "from CronJob nexus/ssot-sync"
+    )
+    assert result.data["checks"] == ["target re-read: unchanged since the preview", DRY_RUN_CHECK]
+    assert result.data["would_have"]["job"] == job
+    assert result.data["would_have"]["container"]["args"] == ["--force"]
+    assert [r.dry_run for r in kube.creates()] == [True, True]  # preview, execution
+    assert kube.creates()[-1].body["metadata"]["name"] == job
+    assert kube.jobs() == []
+    # Only the CronJob was read: no Job polled, no pod listed, no log read.
+    assert {r.path.split("/")[-2] for r in kube.requests if r.method == "GET"} == {"cronjobs"}
+    assert result.undo is None
+
+
+def test_run_job_rehearsal_keeps_the_checks_and_names_a_denial(
+    kube: FakeKubernetes, api_client: client.ApiClient
+) -> None:
+    kube.add_cronjob("nexus", "ssot-sync", image="sync:1")
+    executor = run_job_rehearsal(api_client)
+    params = RunJob(namespace="nexus", cronjob="ssot-sync")
+    snapshot = executor.preview(params).snapshot
+
+    kube.forbid("create", "jobs", "nexus")
+    with pytest.raises(ActionError, match="Would not have worked") as denied:
+        executor.execute(params, snapshot, CONTEXT)
+    assert 'the verb "create" on "jobs" (API group batch)' in str(denied.value)
+
+    kube.update_cronjob(
+        "nexus",
+        "ssot-sync",
+        lambda c: c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0].update(
+            image="sync:2"
+        ),
+    )
+    with pytest.raises(TargetChanged, match=r"Rehearsal stopped: .* image sync:1 → sync:2"):
+        executor.execute(params, snapshot, CONTEXT)
+    assert kube.creates(dry_run=False) == []
+
+
+def test_dry_run_api_cannot_create_a_job(
+    kube: FakeKubernetes, api_client: client.ApiClient
+) -> None:
+    pod = {"containers": [{"name": "c", "image": "i:1"}], "restartPolicy": "Never"}
+    body = {"metadata": {"name": "one-off"}, "spec": {"template": {"spec": pod}}}
+
+    DryRunKubeApi(api_client, 10).create_job("nexus", body, dry_run=False)
+
+    assert [r.dry_run for r in kube.creates()] == [True]
+    assert kube.jobs() == []
