@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bot.actions.base import ActionUnavailable, Executor
 from bot.actions.git import GitWorkspace, RestorePathExecutor, RevertExecutor
+from bot.actions.git_archive import RestoreArchiveExecutor
 from bot.actions.github import ClosePullRequestExecutor, GitHubConnector, PullRequests
 from bot.actions.kubernetes import (
     ConfigMapPatchExecutor,
@@ -17,6 +18,9 @@ from bot.actions.kubernetes import (
     ScaleExecutor,
     kube_api_client,
 )
+from bot.actions.kubernetes_jobs import RunJobExecutor
+from bot.actions.s3_snapshot import RestoreSnapshotExecutor
+from bot.actions.s3_store import s3_client_from_settings
 from bot.settings import Settings
 
 
@@ -31,7 +35,13 @@ def build_executors(settings: Settings) -> tuple[dict[str, Executor], list[str]]
         settings.nexus_workdir,
         token=connector.git_token if connector else None,
     )
-    executors += [RevertExecutor(workspace, pulls), RestorePathExecutor(workspace, pulls)]
+    executors += [
+        RevertExecutor(workspace, pulls),
+        RestorePathExecutor(workspace, pulls),
+        RestoreArchiveExecutor(workspace, pulls),
+        # The S3 client is built per use: missing AWS config must not stop start-up.
+        RestoreSnapshotExecutor(workspace, pulls, lambda: s3_client_from_settings(settings)),
+    ]
     if connector is not None:
         executors.append(ClosePullRequestExecutor(connector))
     else:
@@ -42,6 +52,7 @@ def build_executors(settings: Settings) -> tuple[dict[str, Executor], list[str]]
         unavailable.append(f"k8s.*: {exc}")
     else:
         executors += [
+            RunJobExecutor(api),
             ScaleExecutor(api),
             RolloutRestartExecutor(api),
             RolloutUndoExecutor(api),

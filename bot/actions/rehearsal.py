@@ -25,11 +25,14 @@ from github import Auth, GithubIntegration
 
 from bot.actions.base import ActionUnavailable, Executor
 from bot.actions.git import GitWorkspace, RestorePathExecutor, RevertExecutor
+from bot.actions.git_archive import RestoreArchiveExecutor
 from bot.actions.github import DEFAULT_TIMEOUT, GitHubConnector, PullRequests
 from bot.actions.kubernetes import kube_api_client
-from bot.actions.rehearsal_git import DrillWorkspace, GitRehearsal
+from bot.actions.rehearsal_git import DrillWorkspace, GitExecutorClass, GitRehearsal
 from bot.actions.rehearsal_github import ClosePullRequestRehearsal
-from bot.actions.rehearsal_kubernetes import kube_rehearsals
+from bot.actions.rehearsal_kubernetes import kube_rehearsals, run_job_rehearsal
+from bot.actions.s3_snapshot import RestoreSnapshotExecutor
+from bot.actions.s3_store import s3_client_from_settings
 from bot.settings import Settings
 
 
@@ -45,7 +48,17 @@ def build_rehearsal_executors(settings: Settings) -> dict[str, Executor]:
         return DrillWorkspace(branch, settings.github_git_url, settings.nexus_workdir, token=token)
 
     open_prs = settings.drills.open_pull_requests
-    for executor in (RevertExecutor, RestorePathExecutor):
+
+    def snapshot_executor(ws: GitWorkspace, pulls: PullRequests | None) -> Executor:
+        return RestoreSnapshotExecutor(ws, pulls, lambda: s3_client_from_settings(settings))
+
+    kinds: list[GitExecutorClass] = [
+        RevertExecutor,
+        RestorePathExecutor,
+        RestoreArchiveExecutor,
+        snapshot_executor,
+    ]
+    for executor in kinds:
         executors.append(
             GitRehearsal(executor, workspace, drill_workspace, pulls, open_pull_requests=open_prs)
         )
@@ -56,7 +69,7 @@ def build_rehearsal_executors(settings: Settings) -> dict[str, Executor]:
     except ActionUnavailable:
         pass  # build_executors names it at start-up
     else:
-        executors += kube_rehearsals(api)
+        executors += [*kube_rehearsals(api), run_job_rehearsal(api)]
     return {executor.action: executor for executor in executors}
 
 

@@ -28,7 +28,7 @@ from bot.actions.base import (
     Executor,
     Preview,
 )
-from bot.actions.catalog import RestorePath, RevertCommit
+from bot.actions.catalog import RestoreArchive, RestorePath, RestoreSnapshot, RevertCommit
 from bot.actions.git_workspace import Checkout, GitWorkspace, TokenSource
 from bot.actions.github import PullRequests, _github_errors
 from bot.actions.registry import ActionParams
@@ -115,6 +115,7 @@ class DrillWorkspace(GitWorkspace):
 
 
 GitExecutorClass = Callable[[GitWorkspace, PullRequests | None], Executor]
+GitParams = RevertCommit | RestorePath | RestoreArchive | RestoreSnapshot
 
 
 @dataclass
@@ -149,11 +150,11 @@ class GitRehearsal:
     def execute(
         self, params: ActionParams, snapshot: dict[str, Any], context: ExecutionContext
     ) -> ExecutionResult:
-        if not isinstance(params, RevertCommit | RestorePath):
+        if not isinstance(params, GitParams):
             raise TypeError(f"expected git parameters, got {type(params).__name__}")
         branch = drill_branch_of(context)
         ws = self._drill_workspace(branch)
-        if isinstance(params, RevertCommit) and params.mode != "push":
+        if not isinstance(params, RestorePath) and params.mode != "push":
             # The drill branch stands in for both the branch and a revert PR's side
             # branch; a pull request is rehearsed below when asked for.
             params = params.model_copy(update={"mode": "push"})
@@ -185,7 +186,7 @@ class GitRehearsal:
 
     def _result(
         self,
-        params: RevertCommit | RestorePath,
+        params: GitParams,
         branch: str,
         done: ExecutionResult,
         outcome: _Outcome,
@@ -195,6 +196,8 @@ class GitRehearsal:
         where = f"{params.repo}@{params.branch}"
         if isinstance(params, RevertCommit):
             what = f"revert {str(done.data['reverted_sha'])[:12]} on {where} applies cleanly"
+        elif not isinstance(params, RestorePath):
+            what = f"{self.action} of {params.path} on {where} ({_restored(done)})"
         else:
             what = (
                 f"restore {params.path} on {where} to {str(done.data['restored_from'])[:12]} "
@@ -222,7 +225,7 @@ class GitRehearsal:
 
     def _pull_request_round_trip(
         self,
-        params: RevertCommit | RestorePath,
+        params: GitParams,
         branch: str,
         context: ExecutionContext,
         outcome: _Outcome,
@@ -251,15 +254,18 @@ class GitRehearsal:
             outcome.checks.append("drill pull request closed")
 
 
-def _git_checks(
-    params: RevertCommit | RestorePath, done: ExecutionResult, branch: str
-) -> list[str]:
+def _git_checks(params: GitParams, done: ExecutionResult, branch: str) -> list[str]:
     """What the real execution verified before it pushed, in the order it did."""
     if isinstance(params, RevertCommit):
         sha = str(done.data["reverted_sha"])[:12]
         checks = [
             f"commit {sha} found on {params.branch}, not reverted yet",
             f"revert applied cleanly (no conflicts): commit {str(done.data['revert_sha'])[:12]}",
+        ]
+    elif not isinstance(params, RestorePath):
+        checks = [
+            f"source unchanged since the preview, checks passed ({_restored(done)})",
+            f"{params.path} restored: commit {str(done.data['commit_sha'])[:12]}",
         ]
     else:
         source = str(done.data["restored_from"])[:12]
@@ -270,3 +276,13 @@ def _git_checks(
         ]
     checks.append(f"push permission verified by pushing the drill branch {branch}")
     return checks
+
+
+def _restored(done: ExecutionResult) -> str:
+    data = done.data
+    if "files_added" in data:  # s3.restore_snapshot
+        return (
+            f"{data['files_added']} added, {data['files_changed']} changed, "
+            f"{data['files_deleted']} deleted"
+        )
+    return f"{data['files_changed']} file(s) changed"

@@ -105,7 +105,12 @@ def plan_as_dict(plan: IncidentPlan) -> dict[str, Any]:
             if step.step.action is not None
         ],
         "manual": [
-            {"step": step.step.id, "command": step.command, "fill_in": list(step.missing)}
+            {
+                "step": step.step.id,
+                "command": step.command,
+                "fill_in": list(step.missing),
+                "why_manual": step.step.note,  # None: the playbook does not say
+            }
             for step in plan.steps
             if step.command is not None
         ],
@@ -153,7 +158,10 @@ def describe_plan(plan: IncidentPlan) -> str:
     manual = [s for s in plan.steps if s.command is not None]
     if manual:
         lines.append("  manual commands:")
-        lines += [f"    [{s.step.id}] {s.command}" for s in manual]
+        for step in manual:
+            lines.append(f"    [{step.step.id}] {step.command}")
+            # Every step a human must run says why the bot does not (issue: no silent gaps).
+            lines.append(f"      why manual: {step.step.note or 'no reason given in the playbook'}")
     lines.append("  escalation:")
     if not plan.ladder:
         lines.append("    none (info incidents do not escalate)")

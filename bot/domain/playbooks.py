@@ -212,6 +212,7 @@ GENERIC_TRIAGE = Playbook(
             id="recent-ssot-commits",
             title="List recent SSOT changes",
             manual="git log --oneline -n 20 -- ssot_plan/",
+            note="Reading the history is triage for a human; the bot acts only through playbooks.",
         ),
     ],
 )
@@ -495,8 +496,10 @@ def plan_step(
             value = rendered.text
         elif isinstance(value, list) and _templates(value):
             items = [parse_template(v).render(values) if isinstance(v, str) else v for v in value]
-            if any(not isinstance(i, str | int | float) and i.missing for i in items):
-                missing.append(name)
+            # The variables, not the parameter: a form asks for `anchor`, not `args`.
+            wanted = [m for i in items if not isinstance(i, str | int | float) for m in i.missing]
+            if wanted:
+                missing.extend(m for m in wanted if m not in missing)
                 continue
             value = [i if isinstance(i, str | int | float) else i.text for i in items]
         params[name] = value

@@ -135,9 +135,12 @@ def test_pagerduty_sample_is_never_routed_back_to_pagerduty() -> None:
     assert plan["routes"] == ["slack", "email"]
     assert plan["playbook"] == "schema-mismatch"
     assert plan["key"] == "pagerduty:Q1NEXUS7SCHEMA"
-    assert [b["step"] for b in plan["buttons"]] == ["revert-commit", "restart-service"]
-    assert plan["manual"][0]["step"] == "database-rollback"
-    assert plan["manual"][0]["fill_in"] == ["postgres_pod", "db_user", "database"]
+    assert [b["step"] for b in plan["buttons"]] == [
+        "revert-commit",
+        "restart-service",
+        "database-rollback",  # a Job from the ssot-db-rollback CronJob
+    ]
+    assert plan["manual"] == []
     fields = [f["text"] for f in plan["blocks"]["root"][1]["fields"]]
     assert (
         "*PagerDuty*\n<https://nexus.pagerduty.com/incidents/Q1NEXUS7SCHEMA|open incident>"
@@ -170,6 +173,9 @@ def test_error_rate_of_seven_percent_is_a_warning() -> None:
             "step": "recent-ssot-commits",
             "command": "git log --oneline -n 20 -- ssot_plan/",
             "fill_in": [],
+            "why_manual": (
+                "Reading the history is triage for a human; the bot acts only through playbooks."
+            ),
         }
     ]
     assert [e["after_seconds"] for e in plan["escalation"]] == [0, 900, 2700, 7200]
@@ -216,9 +222,12 @@ def test_alertmanager_group_with_resolved_alerts_is_one_incident() -> None:
     assert plan["playbook"] == "lost-canonical-files"
     fields = [f["text"] for f in plan["blocks"]["root"][1]["fields"]]
     assert "*Alerts*\n2 firing, 1 resolved" in fields
-    (restore,) = plan["buttons"]
+    buttons = {b["step"]: b for b in plan["buttons"]}
+    assert list(buttons) == ["restore-from-snapshot", "restore-from-git", "verify-integrity"]
+    restore = buttons["restore-from-git"]
     assert restore["params"]["commit"] == "9fceb02"  # from the first alert's labels
     assert restore["refused"] is None
+    assert buttons["restore-from-snapshot"]["params"]["snapshot"] == "latest"
 
 
 def test_pagerduty_resolved_event() -> None:
@@ -346,3 +355,20 @@ def test_broken_playbooks_are_reported(tmp_path: Path) -> None:
         "'<stream end>'",
         "error: playbooks are invalid: run `nexus-bot validate`",
     ]
+
+
+def test_no_step_of_the_source_playbook_is_left_manual_without_a_reason() -> None:
+    """Every command of the SSOT playbook is a button, or a manual step that says why."""
+    from bot.domain.playbooks import load_playbooks
+
+    shipped = load_playbooks([REPO_ROOT / "playbooks"], None)
+    assert not shipped.problems
+    for playbook in shipped.playbooks:
+        for step in playbook.rollback:
+            assert step.action is not None or step.note, (playbook.id, step.id)
+    for sample in sorted(DATA.glob("alertmanager-*.json")) + sorted(DATA.glob("pagerduty-*.json")):
+        run = simulate(str(sample), "--json")
+        assert run.code == 0, run.err
+        for plan in run.plans():
+            for step in plan["manual"]:
+                assert step["why_manual"], (sample.name, step)

@@ -112,7 +112,7 @@ BROKEN: dict[str, tuple[str, str]] = {
     "unknown-action.yaml": (
         HEADER.format(id="unknown-action")
         + "rollback:\n  - id: nuke\n    title: Nuke it\n    action: k8s.delete_namespace\n",
-        "12: unknown action 'k8s.delete_namespace'; known: git.restore_path, git.revert,",
+        "12: unknown action 'k8s.delete_namespace'; known: git.restore_archive, git.restore_path,",
     ),
     "missing-param.yaml": (
         HEADER.format(id="missing-param")

@@ -52,13 +52,21 @@ def test_same_actions_as_build_executors(
     assert set(rehearsals) == {
         "git.revert",
         "git.restore_path",
+        "git.restore_archive",
+        "s3.restore_snapshot",
         "github.close_pr",
         "k8s.scale",
         "k8s.rollout_restart",
         "k8s.rollout_undo",
         "k8s.configmap_patch",
+        "k8s.run_job",
     }
-    assert set(build_rehearsal_executors(Settings(**base))) == {"git.revert", "git.restore_path"}
+    assert set(build_rehearsal_executors(Settings(**base))) == {
+        "git.revert",
+        "git.restore_path",
+        "git.restore_archive",
+        "s3.restore_snapshot",
+    }
 
 
 @pytest.mark.usefixtures("clean_env")

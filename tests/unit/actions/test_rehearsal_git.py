@@ -322,17 +322,11 @@ def test_open_pull_requests_opens_and_closes_one_from_the_drill_branch(
 #
 # GitRehearsal runs ``executor(DrillWorkspace, None).execute(...)`` then deletes the
 # drill branch. These executors publish through the workspace like RestorePathExecutor,
-# so that wrapping works; the first tests run exactly those steps. GitRehearsal itself
-# still accepts only RevertCommit | RestorePath parameters (TypeError otherwise): the
-# tests marked xfail(strict) pass once it accepts RestoreArchive | RestoreSnapshot.
+# so that wrapping works; the first tests run exactly those steps, the last ones
+# through GitRehearsal itself.
 
 BUCKET = "nexus-ssot-snapshots"
 SNAPSHOT = {"ssot_plan/a.yaml": "a: 1\n", "ssot_plan/b.yaml": "b: 1\n"}
-NOT_YET = pytest.mark.xfail(
-    raises=TypeError,
-    strict=True,
-    reason="GitRehearsal.execute accepts only RevertCommit | RestorePath so far",
-)
 
 
 @pytest.fixture(scope="module")
@@ -422,7 +416,6 @@ def test_snapshot_restore_in_a_drill_workspace_lands_on_the_drill_branch_only(
     assert remote.branches() == ["main"]
 
 
-@NOT_YET
 def test_archive_restore_rehearsal(remote: Remote, remote_root: Path, tmp_path: Path) -> None:
     archive_and_wipe(remote)
     main = remote.head()
@@ -443,7 +436,6 @@ def test_archive_restore_rehearsal(remote: Remote, remote_root: Path, tmp_path: 
     assert remote.branches() == ["main"]
 
 
-@NOT_YET
 def test_snapshot_restore_rehearsal(
     s3: S3Server, remote: Remote, remote_root: Path, tmp_path: Path
 ) -> None:

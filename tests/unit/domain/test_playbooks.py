@@ -585,24 +585,42 @@ def test_performance_plan_patches_the_allow_listed_configmap(
     assert steps["rollout-undo"].missing == ("deployment",)
 
 
-def test_manual_commands_are_filled(
-    shipped: LoadedPlaybooks, shipped_allowed: AllowedTargets
-) -> None:
+def test_manual_commands_are_filled(tmp_path: Path, shipped_allowed: AllowedTargets) -> None:
+    path = _write(
+        tmp_path,
+        "by-hand.yaml",
+        HEADER.format(id="by-hand")
+        + "rollback:\n  - id: database-rollback\n    title: Database rollback\n"
+        + "    manual: kubectl exec -it {{ postgres_pod }} -- psql -U {{ db_user }} "
+        + "-d {{ database }} -f /backup/rollback.sql\n",
+    )
+    loaded = load_playbooks([path], shipped_allowed)
     labels = {"postgres_pod": "pg-0", "db_user": "ssot", "database": "orders"}
-    rollback = _planned(shipped, shipped_allowed, "schema-mismatch", labels)["database-rollback"]
+    rollback = _planned(loaded, shipped_allowed, "by-hand", labels)["database-rollback"]
     assert rollback.command == (
         "kubectl exec -it pg-0 -- psql -U ssot -d orders -f /backup/rollback.sql"
     )
     assert rollback.missing == ()
     assert not rollback.runnable  # humans run manual steps
-    partial = _planned(shipped, shipped_allowed, "schema-mismatch", {"db_user": "ssot"})
+    partial = _planned(loaded, shipped_allowed, "by-hand", {"db_user": "ssot"})
     assert partial["database-rollback"].command == (
         "kubectl exec -it <postgres_pod> -- psql -U ssot -d <database> -f /backup/rollback.sql"
     )
     assert partial["database-rollback"].missing == ("postgres_pod", "database")
+
+
+def test_job_args_are_filled_from_the_alert(
+    shipped: LoadedPlaybooks, shipped_allowed: AllowedTargets
+) -> None:
     drift = _planned(shipped, shipped_allowed, "configuration-drift", {"anchor": "v37"})
-    assert drift["reset-to-baseline"].command == ("python scripts/reset_to_ssot.py --anchor v37")
-    assert drift["force-sync"].command == "python scripts/sync_services_ssot.py --force"
+    assert drift["reset-to-baseline"].params["args"] == ["--anchor", "v37"]
+    assert drift["reset-to-baseline"].runnable
+    assert drift["force-sync"].params["args"] == ["--force"]
+    # Without the label a form asks for the variable (anchor), not the parameter (args).
+    asked = _planned(shipped, shipped_allowed, "configuration-drift", {})["reset-to-baseline"]
+    assert asked.missing == ("anchor",)
+    hostile = _planned(shipped, shipped_allowed, "configuration-drift", {"anchor": "v1; rm -rf /"})
+    assert hostile["reset-to-baseline"].invalid and hostile["reset-to-baseline"].needs_input
 
 
 def test_labels_beat_annotations_in_templates() -> None:

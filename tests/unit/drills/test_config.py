@@ -7,6 +7,7 @@ that need the playbooks (unknown playbook, unknown step, manual step).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zoneinfo
@@ -279,8 +280,8 @@ def test_validate_reports_unknown_playbook_unknown_step_and_manual_step(tmp_path
                         },
                         "by-hand": {
                             "title": "m",
-                            "playbook": "schema-mismatch",
-                            "steps": ["database-rollback"],
+                            "playbook": "by-hand",
+                            "steps": ["page-a-human"],
                             "alert": alert,
                         },
                         "fine": {
@@ -295,13 +296,20 @@ def test_validate_reports_unknown_playbook_unknown_step_and_manual_step(tmp_path
         )
     )
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    playbooks = tmp_path / "playbooks"
+    shutil.copytree(REPO_ROOT / "playbooks", playbooks)
+    (playbooks / "by-hand.yaml").write_text(
+        "id: by-hand\ntitle: By hand\nrisk_level: LOW\nprobability: Low\nimpact: Low\n"
+        "description: d\nrollback:\n  - id: page-a-human\n    title: Page a human\n"
+        "    manual: echo call someone\n"
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "bot", "validate"],
         cwd=REPO_ROOT,
         env={
             **env,
             "NEXUS_CONFIG": str(config),
-            "NEXUS_PLAYBOOKS": str(REPO_ROOT / "playbooks"),
+            "NEXUS_PLAYBOOKS": str(playbooks),
             "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}",
         },
         capture_output=True,
@@ -319,7 +327,7 @@ def test_validate_reports_unknown_playbook_unknown_step_and_manual_step(tmp_path
         for line in lines
     ), lines
     assert (
-        f"{where}.by-hand: step 'database-rollback' of schema-mismatch is manual; "
+        f"{where}.by-hand: step 'page-a-human' of by-hand is manual; "
         "a drill can rehearse only steps with an action"
     ) in lines
     assert not any(".fine:" in line for line in lines)

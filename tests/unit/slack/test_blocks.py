@@ -264,8 +264,23 @@ def test_refused_steps_have_no_button(
 def test_manual_steps_show_commands_and_what_to_fill_in(
     shipped: LoadedPlaybooks, shipped_allowed: AllowedTargets
 ) -> None:
-    playbook = shipped.get("schema-mismatch")
-    assert playbook is not None
+    playbook = Playbook(
+        id="by-hand",
+        title="By hand",
+        risk_level=RiskLevel.HIGH,
+        probability="Low",
+        impact="Critical",
+        description="d",
+        rollback=[
+            RollbackStep(
+                id="database-rollback",
+                title="Database rollback",
+                manual="kubectl exec -it {{ postgres_pod }} -- psql -U {{ db_user }} "
+                "-d {{ database }} -f /backup/rollback.sql",
+                note="The bot never runs SQL against production; a human decides.",
+            )
+        ],
+    )
     alert = Alert(source=AlertSource.GENERIC, fingerprint="f", title="t", labels={"db_user": "x"})
     blocks = to_json(playbook_blocks(playbook, plan_playbook(playbook, alert, shipped_allowed)))
     body = "\n".join(t["text"] for t in texts(blocks))
