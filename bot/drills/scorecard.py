@@ -130,6 +130,14 @@ def step_results(events: Sequence[Event], expected: Sequence[ExpectedStep]) -> l
             result.would_work = True
             result.reason = str(event.fact("summary") or "")
             result.checks = [str(c) for c in event.fact("checks", []) or []]
+            verify = event.fact("verify")
+            if isinstance(verify, dict) and not verify.get("ok"):
+                # The step would run, but its own verification would not pass.
+                result.outcome = WOULD_NOT_WORK
+                result.would_work = False
+                result.reason = f"its verification ({verify.get('title')}) would fail: " + str(
+                    verify.get("summary") or ""
+                )
         elif event.kind == Kind.REMEDIATION_FAILED:
             result.outcome = WOULD_NOT_WORK
             result.would_work = False

@@ -111,6 +111,7 @@ class Drill:
     def assert_nothing_real_changed(self, *, rehearsed: bool = True) -> None:
         # Kubernetes: every write was a server-side dry run.
         assert self.kube.patches(dry_run=False) == []
+        assert self.kube.creates(dry_run=False) == []  # no Job ran for real
         if rehearsed:
             assert self.kube.patches(dry_run=True), "the rehearsal never reached the API server"
         assert int(self.kube.deployment("ai", "frenly-ai")["spec"]["replicas"]) == 3
@@ -157,6 +158,8 @@ def drill_stage(database_url: str, tmp_path: Path) -> Iterator[Drill]:
         ):
             kube.add_deployment("ai", "frenly-ai", replicas=3)
             kube.add_configmap("nexus", "ssot-config", {"enabled": "true"})
+            # The data-loss drill's restore verifies with the validation Job (a dry run).
+            kube.add_cronjob("nexus", "ssot-validate", command=["python", "validate_ssot.py"])
             github.add_pull(REPO, DRILL_PR, title="Drill target: keep open", files=["README.md"])
             github.add_repo(REVIEWS)
             bot = BotProcess(

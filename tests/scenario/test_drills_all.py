@@ -66,6 +66,8 @@ def test_drill_run_all_rehearses_the_five_scenarios(drill: Drill) -> None:
         )
         assert queued == 1, incident
     drill.assert_nothing_real_changed()
+    # data-loss's restore verified with the validation Job: created as a dry run only.
+    assert drill.kube.creates(dry_run=True)
     assert (
         drill.kube.deployment("ai", "frenly-ai")["spec"]["template"]["spec"]["containers"][0][
             "image"

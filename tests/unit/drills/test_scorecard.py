@@ -263,3 +263,21 @@ def test_unexpected_steps_and_foreign_requests_are_ignored() -> None:
     result = card(story)
     assert [s.step_id for s in result.steps] == ["close-pr", "scale-to-zero"]
     assert result.passed is True
+
+
+def test_a_step_whose_verification_would_fail_does_not_pass() -> None:
+    story = Story().ack(10).step_works(60, 1, CLOSE)
+    story.request(120, 2, SCALE).approve(130, 2).add(
+        140,
+        Kind.REMEDIATION_DONE,
+        "nexus-bot",
+        request_id=2,
+        summary="Would work (server-side dry run accepted): scale",
+        rehearsal=True,
+        verify={"title": "Verify integrity", "ok": False, "summary": "CronJob not found"},
+    )
+    result = card(story)
+    scale = result.steps[1]
+    assert (scale.outcome, scale.would_work) == ("would_not_work", False)
+    assert scale.reason == "its verification (Verify integrity) would fail: CronJob not found"
+    assert result.passed is False
