@@ -58,3 +58,11 @@ def test_every_environment_setting_is_documented() -> None:
         if name not in structured and f"`{name.upper()}`" not in readme
     ]
     assert missing == []
+
+
+def test_the_rbac_table_is_the_generated_one() -> None:
+    """The README's least-privilege table is what bot/actions/permissions.py declares."""
+    from bot.actions.permissions import markdown_table
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert markdown_table().strip() in readme
