@@ -29,7 +29,7 @@ from bot.actions.base import (
 )
 from bot.actions.catalog import RestoreArchive
 from bot.actions.git_commits import expect_params, snapshot_value, trailer
-from bot.actions.git_publish import publish, result_links, where_pushed
+from bot.actions.git_publish import commit_and_publish, result_links, where_pushed
 from bot.actions.git_workspace import GitWorkspace
 from bot.actions.registry import ActionParams
 
@@ -122,17 +122,15 @@ class RestoreArchiveExecutor:
                 f"{p.message}\n\nCopies {p.archive} (tree {seen}) over {p.path}; "
                 f"nothing deleted.\n\n{trailer(context)}\n"
             )
-            co.git("commit", "--quiet", "--file=-", stdin=message)
-            new_sha = co.git("rev-parse", "HEAD").stdout.strip()
-            published = publish(
+            new_sha, published = commit_and_publish(
                 ws,
                 co,
                 self.pulls,
-                want_pr=p.mode == "pull_request",
-                side_branch=f"restore/archive-{seen[:12]}",
+                message=message,
                 title=p.message,
-                body=f"{message}\nOpened by the NEXUS incident bot for incident "
-                f"#{context.incident_number}: {context.incident_title}",
+                want_pr=p.mode == "pull_request",
+                side_branch=lambda _: f"restore/archive-{seen[:12]}",
+                incident=f"#{context.incident_number}: {context.incident_title}",
             )
         where = where_pushed(published, p.branch)
         return ExecutionResult(

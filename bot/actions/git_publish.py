@@ -6,6 +6,7 @@ side branch and a pull request when GitHub credentials are configured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,36 @@ def publish(
         raise ActionError(f"The push to {side_branch} was rejected too ({side_refused}).")
     url = pulls.open_pull_request(checkout.repo, side_branch, branch, title, body)
     return Published(side_branch, url, refused)
+
+
+def commit_and_publish(
+    workspace: GitWorkspace,
+    checkout: Checkout,
+    pulls: PullRequests | None,
+    *,
+    message: str,
+    title: str,
+    want_pr: bool,
+    side_branch: Callable[[str], str],
+    incident: str,
+) -> tuple[str, Published]:
+    """Commit what is staged with `message`, then publish it (see `publish`).
+
+    `side_branch` names the pull request's branch from the new commit's SHA;
+    `incident` ("#12: title") ends the pull request's body.
+    """
+    checkout.git("commit", "--quiet", "--file=-", stdin=message)
+    new_sha = checkout.git("rev-parse", "HEAD").stdout.strip()
+    published = publish(
+        workspace,
+        checkout,
+        pulls,
+        want_pr=want_pr,
+        side_branch=side_branch(new_sha),
+        title=title,
+        body=f"{message}\nOpened by the NEXUS incident bot for incident {incident}",
+    )
+    return new_sha, published
 
 
 def result_links(workspace: GitWorkspace, repo: str, sha: str, published: Published) -> list[str]:

@@ -22,7 +22,7 @@ from bot.actions.git_commits import (
     stat_lines,
     trailer,
 )
-from bot.actions.git_publish import publish, result_links, where_pushed
+from bot.actions.git_publish import commit_and_publish, result_links, where_pushed
 from bot.actions.git_workspace import GitWorkspace
 from bot.actions.registry import ActionParams
 
@@ -102,17 +102,15 @@ class RestorePathExecutor:
                 f"{p.message}\n\nRestores {p.path} as of {sha} "
                 f'("{info.title}").\n\n{trailer(context)}\n'
             )
-            co.git("commit", "--quiet", "--file=-", stdin=message)
-            new_sha = co.git("rev-parse", "HEAD").stdout.strip()
-            published = publish(
+            new_sha, published = commit_and_publish(
                 ws,
                 co,
                 self.pulls,
-                want_pr=False,
-                side_branch=f"restore/{sha[:12]}",
+                message=message,
                 title=p.message,
-                body=f"{message}\nOpened by the NEXUS incident bot for incident "
-                f"#{context.incident_number}: {context.incident_title}",
+                want_pr=False,
+                side_branch=lambda _: f"restore/{sha[:12]}",
+                incident=f"#{context.incident_number}: {context.incident_title}",
             )
         where = where_pushed(published, p.branch)
         return ExecutionResult(

@@ -35,7 +35,7 @@ from bot.actions.base import (
 from bot.actions.catalog import RestoreSnapshot
 from bot.actions.git_archive import capped, dir_tree, ls_tree, refuse_links_above, then_publish
 from bot.actions.git_commits import expect_params, snapshot_value, trailer
-from bot.actions.git_publish import publish, result_links, where_pushed
+from bot.actions.git_publish import commit_and_publish, result_links, where_pushed
 from bot.actions.git_workspace import GitWorkspace
 from bot.actions.registry import ActionParams
 from bot.actions.s3_store import (
@@ -190,17 +190,15 @@ class RestoreSnapshotExecutor:
                 f"({len(loaded.files)} file(s), {verified}); files not in the snapshot "
                 f"are deleted.\n\n{trailer(context)}\n"
             )
-            co.git("commit", "--quiet", "--file=-", stdin=message)
-            new_sha = co.git("rev-parse", "HEAD").stdout.strip()
-            published = publish(
+            new_sha, published = commit_and_publish(
                 ws,
                 co,
                 self.pulls,
-                want_pr=p.mode == "pull_request",
-                side_branch=f"restore/s3-{_branch_safe(p.snapshot)}-{new_sha[:8]}",
+                message=message,
                 title=f"{p.message} {key}",
-                body=f"{message}\nOpened by the NEXUS incident bot for incident "
-                f"#{context.incident_number}: {context.incident_title}",
+                want_pr=p.mode == "pull_request",
+                side_branch=lambda sha: f"restore/s3-{_branch_safe(p.snapshot)}-{sha[:8]}",
+                incident=f"#{context.incident_number}: {context.incident_title}",
             )
         where = where_pushed(published, p.branch)
         return ExecutionResult(
