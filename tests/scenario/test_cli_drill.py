@@ -95,7 +95,8 @@ def test_list_without_schedules_firing(sqlite_url: str, tmp_path: Path) -> None:
     assert "Schedules (disabled: drills.enabled is false)" in text.stdout
 
 
-def test_history_is_empty_then_shows_a_run(database_url: str) -> None:
+def test_history_is_empty_then_shows_a_run(sqlite_url: str) -> None:
+    database_url = sqlite_url  # on PostgreSQL: test_drills.py runs `drill run --wait` there
     empty = nexus_bot(database_url, "drill", "history")
     assert empty.returncode == 0, empty.stderr
     assert "No drills yet" in empty.stdout
