@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +22,19 @@ def migrated_database(settings: Settings) -> Iterator[sa.Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def say_unavailable(exc: sa.exc.SQLAlchemyError) -> None:
+    """The one line a command prints on stderr when the database is away."""
+    print(f"error: database unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
+
+
+def login_name() -> str:
+    """Who runs a one-shot command, for the timeline and the audit log (`cli:<name>`)."""
+    try:
+        return getpass.getuser()[:64]
+    except Exception:  # no login name (a container without passwd entry)
+        return "unknown"
 
 
 def database_unavailable(exc: sa.exc.SQLAlchemyError) -> int:

@@ -10,7 +10,6 @@ alerts).
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bot.commands.database import migrated_database
+from bot.commands.database import login_name, migrated_database, say_unavailable
 from bot.core import build_core
 from bot.domain.playbooks import load_playbooks
 from bot.drills.scorecard import format_duration_seconds
@@ -47,7 +46,7 @@ def run_drill(
     try:
         with migrated_database(settings) as engine:
             core = build_core(settings, engine, _playbooks(settings))
-            actor = f"cli:{_user()}"
+            actor = f"cli:{login_name()}"
             try:
                 started = core.drills.start(chosen, "cli", actor)
             except UnknownScenario as exc:
@@ -64,7 +63,7 @@ def run_drill(
                 return 0
             runs = _wait(core.drills, started.run_ids)
     except sa.exc.SQLAlchemyError as exc:
-        print(f"error: database unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
+        say_unavailable(exc)
         return EXIT_UNAVAILABLE
     if runs is None:
         print(
@@ -111,7 +110,7 @@ def list_drills(settings: Settings, as_json: bool) -> int:
             core = build_core(settings, engine, _playbooks(settings))
             runs = core.drills.runs(limit=500)
     except sa.exc.SQLAlchemyError as exc:
-        print(f"error: database unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
+        say_unavailable(exc)
         return EXIT_UNAVAILABLE
     last: dict[str, DrillRun] = {}
     for run in runs:  # newest first
@@ -181,7 +180,7 @@ def drill_history(settings: Settings, as_json: bool, limit: int) -> int:
                 )
                 s.expunge_all()
     except sa.exc.SQLAlchemyError as exc:
-        print(f"error: database unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
+        say_unavailable(exc)
         return EXIT_UNAVAILABLE
     if as_json:
         document = {
@@ -280,13 +279,6 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _playbooks(settings: Settings) -> Any:
     return load_playbooks([settings.nexus_playbooks], settings.allowed_targets)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()[:64]
-    except Exception:  # no login name (a container without passwd entry)
-        return "unknown"
 
 
 __all__: Sequence[str] = ["drill_history", "list_drills", "run_drill", "scorecard_text"]

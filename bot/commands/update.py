@@ -9,12 +9,11 @@ resolves the incident.
 
 from __future__ import annotations
 
-import getpass
 import sys
 
 import sqlalchemy as sa
 
-from bot.commands.database import migrated_database
+from bot.commands.database import login_name, migrated_database, say_unavailable
 from bot.core import build_core
 from bot.domain.playbooks import load_playbooks
 from bot.settings import Settings
@@ -34,7 +33,7 @@ def run_update(settings: Settings, number: int, status: str, words: list[str]) -
         print(f"error: the text names incident #{parsed.incident}, not #{number}", file=sys.stderr)
         return EXIT_REFUSED
     playbooks = load_playbooks([settings.nexus_playbooks], settings.allowed_targets)
-    actor = f"cli:{_user()}"
+    actor = f"cli:{login_name()}"
     try:
         with migrated_database(settings) as engine:
             core = build_core(settings, engine, playbooks)
@@ -42,17 +41,10 @@ def run_update(settings: Settings, number: int, status: str, words: list[str]) -
                 number, parsed.status, parsed.text, actor, via="cli"
             )
     except sa.exc.SQLAlchemyError as exc:
-        print(f"error: database unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
+        say_unavailable(exc)
         return EXIT_UNAVAILABLE
     if not outcome.changed:
         print(f"error: {outcome.message}", file=sys.stderr)
         return EXIT_REFUSED
     print(outcome.message)
     return 0
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()[:64]
-    except Exception:  # no login name (a container without passwd entry)
-        return "unknown"

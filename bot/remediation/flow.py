@@ -338,7 +338,8 @@ class RemediationFlow:
             return FlowAnswer("Someone else's approval already started it.", request_id=request.id)
         incident = self.repo.get_incident(request.incident_id)
         drill = incident is not None and incident.drill_run_id is not None
-        executor = (self.rehearsals if drill else self.executors).get(request.action)
+        executors = self.rehearsals if drill else self.executors
+        executor = executors.get(request.action)
         params = REGISTRY.get(request.action).params.model_validate(request.params)
         context = ExecutionContext(
             incident_number=request.incident_id,
@@ -362,12 +363,15 @@ class RemediationFlow:
                 approved_at,
                 "aborted",
                 f"not run, the target changed: {exc}",
+                drill=drill,
             )
         except ActionError as exc:
             # A rehearsal's error already says "Would not have worked: …".
             said = str(exc) if drill else f"failed: {exc}"
             printed = exc.details if isinstance(exc, ActionFailed) else []
-            return self._finish(request, title, approver, approved_at, "failed", said, printed)
+            return self._finish(
+                request, title, approver, approved_at, "failed", said, printed, drill=drill
+            )
         except Exception as exc:  # an executor bug must not leave the request "executing"
             log.exception("remediation crashed", request_id=request.id)
             return self._finish(
@@ -377,6 +381,7 @@ class RemediationFlow:
                 approved_at,
                 "failed",
                 f"failed unexpectedly: {type(exc).__name__}",
+                drill=drill,
             )
         verified = verify_after(
             self.playbooks,
@@ -384,7 +389,7 @@ class RemediationFlow:
             request.step_id,
             (incident.labels or {}) if incident else {},
             self.settings.allowed_targets,
-            self._executors_for(request.incident_id),
+            executors,
             context,
         )
         detail: dict[str, Any] = {
@@ -444,6 +449,8 @@ class RemediationFlow:
         outcome: str,
         message: str,
         printed: list[str] | None = None,
+        *,
+        drill: bool,
     ) -> FlowAnswer:
         with self.repo.session() as s:
             self.repo.finish_execution(
@@ -462,7 +469,7 @@ class RemediationFlow:
                 outcome=outcome,
                 message=message,
                 details=list(printed or []),  # what a failed Job printed, say
-                **drill_failure_facts(self._is_drill(request.incident_id)),
+                **drill_failure_facts(drill),
             )
         decided = Decided(
             request.id,
@@ -472,7 +479,7 @@ class RemediationFlow:
             approver,
             reason=message,
             at=approved_at,
-            rehearsal=self._is_drill(request.incident_id),
+            rehearsal=drill,
         )
         return FlowAnswer(message[:1].upper() + message[1:], decided=decided, request_id=request.id)
 
