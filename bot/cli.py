@@ -18,6 +18,8 @@
                                          start recovery drills (rehearsal mode)
     nexus-bot drill history [--json] [--limit N]
                                          past drills and missed scheduled ones
+    nexus-bot deploy rbac [--namespace NS] [--service-account NAME] [--check FILE]
+                                         least-privilege Kubernetes RBAC (YAML)
 
 Exit codes: 0 fine, 1 the input or the data is wrong (validation errors, a
 malformed payload, a broken audit chain), 2 the configuration or the command
@@ -33,6 +35,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from bot.commands.deploy import add_deploy_parser
 from bot.communication import PUBLIC_STATUSES
 from bot.settings import Settings, SettingsError, load_settings, resolve_paths
 
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     review.add_argument("incident", type=incident_number, metavar="ID", help="incident number")
     _add_drill_parser(commands)
+    add_deploy_parser(commands)
     return parser
 
 
@@ -234,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.drill_command == "history":
             return drill_history(settings, args.json, args.limit)
         return run_drill(settings, args.scenario, args.all_scenarios, args.wait, args.json)
+    if args.command == "deploy":
+        from bot.commands.deploy import run_deploy_rbac
+
+        return run_deploy_rbac(settings, args.namespace, args.service_account, args.check)
     from bot.server import run_server
 
     # Once, against the directory the bot was started from: git and other
