@@ -23,7 +23,12 @@ from bot.core import Core, build_core
 from bot.domain.playbooks import LoadedPlaybooks
 from bot.drills.schedule import DrillScheduler
 from bot.ingest.inbox import Inbox, InboxWorker, Ingress
-from bot.ingest.webhooks import AlertmanagerWebhook, PagerDutyWebhook, inbox_appliers
+from bot.ingest.webhooks import (
+    AlertmanagerWebhook,
+    PagerDutyWebhook,
+    alertmanager_together,
+    inbox_appliers,
+)
 from bot.middleware import MeasureRequests
 from bot.reviews.follow_up import enqueue_due_checks
 from bot.scheduler import build_scheduler
@@ -53,7 +58,13 @@ def create_app(
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url) if token else None
     lease = settings.outbox_lease_seconds
     outbox = (
-        OutboxWorker(engine, client, lease_seconds=lease, call_timeout=min(30.0, lease / 2))
+        OutboxWorker(
+            engine,
+            client,
+            lease_seconds=lease,
+            call_timeout=min(30.0, lease / 2),
+            render_root=core.render_root,
+        )
         if client
         else None
     )
@@ -74,7 +85,9 @@ def create_app(
     inbox = Inbox(engine)
     ingress = Ingress()
     appliers = {**inbox_appliers(service), "drill": core.drills.apply}
-    inbox_worker = InboxWorker(inbox, appliers, ingress=ingress)
+    inbox_worker = InboxWorker(
+        inbox, appliers, ingress=ingress, together=alertmanager_together(service)
+    )
 
     slack_app = (
         build_slack_app(settings, client, service, flow, core.components, core.reviews, core.drills)

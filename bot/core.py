@@ -62,6 +62,15 @@ class Core:
     # Senders of the outputs delivered by bot.timeline.delivery (not Slack's).
     senders: dict[str, Sender] = field(default_factory=dict)
 
+    def render_root(
+        self, conn: sa.Connection, incident_id: int
+    ) -> tuple[str, list[dict[str, Any]]] | None:
+        """An incident's Slack root as it is now, for the Slack delivery worker."""
+        thread = next(
+            (o for o in self.timeline.outputs if isinstance(o, SlackThreadOutput)), None
+        ) or SlackThreadOutput(self.settings, self.repo, self.incidents.playbooks)
+        return thread.render_root(conn, incident_id)
+
     def on_delivery_report(
         self, session: Session, incident_id: int | None, output: str, report: Mapping[str, Any]
     ) -> None:

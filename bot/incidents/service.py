@@ -73,11 +73,15 @@ class IncidentService:
         batch committed entirely or not at all, so it is simply applied again
         (alerts are upserts; an incident that exists is not opened twice).
         """
-        outcome = Outcome()
-        plans = plan_incidents(alerts, self.playbooks.playbooks, self.settings)
         with self.repo.session() as s:
-            for plan in plans:
-                self._apply_plan(s, plan, outcome)
+            return self.apply_alerts(s, alerts)
+
+    def apply_alerts(self, s: Session, alerts: list[Alert]) -> Outcome:
+        """`ingest_alerts` in the caller's transaction: the inbox worker applies
+        several Alertmanager batches, and deletes their inbox rows, in one."""
+        outcome = Outcome()
+        for plan in plan_incidents(alerts, self.playbooks.playbooks, self.settings):
+            self._apply_plan(s, plan, outcome)
         return outcome
 
     def declare(self, title: str, actor: str, playbook_id: str | None = None) -> Outcome:

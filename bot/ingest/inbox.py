@@ -20,15 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.orm import Session
 
 from bot import metrics
 from bot.store.models import InboxBatch, utcnow
@@ -155,6 +158,47 @@ class Inbox:
             ).one()
         return Claimed(head.id, row.source, row.body, head.attempts + 1, row.received_at)
 
+    def heads(self, session: Session, limit: int) -> list[Claimed]:
+        """Up to `limit` due rows, each the oldest pending row of its group, in claim
+        order, read in the caller's transaction (PostgreSQL: locked, others' skipped).
+
+        For applying several rows and deleting them in that one transaction: no
+        lease is written, because a process that dies mid-way rolls the whole
+        transaction back, and the rows are simply still there.
+        """
+        earlier = _INBOX.alias("earlier")
+        query = (
+            sa.select(
+                _INBOX.c.id,
+                _INBOX.c.source,
+                _INBOX.c.body,
+                _INBOX.c.attempts,
+                _INBOX.c.received_at,
+            )
+            .where(
+                _INBOX.c.state == "pending",
+                _INBOX.c.not_before <= utcnow(),
+                ~sa.exists().where(
+                    earlier.c.group_key == _INBOX.c.group_key,
+                    earlier.c.id < _INBOX.c.id,
+                    earlier.c.state == "pending",
+                ),
+            )
+            .order_by(_INBOX.c.priority, _INBOX.c.id)
+            .limit(limit)
+        )
+        if self.postgres:
+            # of=: lock the rows taken, not the NOT EXISTS subquery's.
+            query = query.with_for_update(skip_locked=True, of=_INBOX)
+        return [
+            Claimed(r.id, r.source, r.body, r.attempts, r.received_at)
+            for r in session.execute(query)
+        ]
+
+    @staticmethod
+    def delete(session: Session, ids: list[int]) -> None:
+        session.execute(sa.delete(_INBOX).where(_INBOX.c.id.in_(ids)))
+
     def finish(self, claimed: Claimed) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(_INBOX).where(_INBOX.c.id == claimed.id))
@@ -230,6 +274,15 @@ class Inbox:
 Applier = Callable[[str, bool], object]
 
 
+@dataclass(frozen=True)
+class SessionApplier:
+    """Applies one source's rows in a transaction the worker opens (see `InboxWorker`)."""
+
+    source: str
+    session: Callable[[], AbstractContextManager[Session]]
+    apply: Callable[[Session, str], object]
+
+
 class Ingress:
     """How many webhook requests are being answered right now.
 
@@ -272,10 +325,15 @@ class InboxWorker:
         appliers: Mapping[str, Applier],
         poll_seconds: float = 1.0,
         ingress: Ingress | None = None,
+        together: SessionApplier | None = None,
+        together_limit: int = 16,
     ) -> None:
         self.inbox = inbox
         self.ingress = ingress or Ingress()
         self.appliers = dict(appliers)
+        self.together = together
+        self.together_limit = together_limit
+        self._one_at_a_time = 0  # rows left to take singly after a failed batch
         self.poll_seconds = poll_seconds
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
         self._database = OutageLog("inbox")
@@ -322,12 +380,65 @@ class InboxWorker:
         done = 0
         while done < limit and not self._stopping:
             self.ingress.yield_to_requests()
+            if self.together is not None and self._one_at_a_time == 0:
+                taken = self._apply_together(limit - done)
+                if taken == 0:
+                    break  # nothing due
+                if taken is not None:
+                    done += taken
+                    continue
+            # Another source's row is next, or a batch failed: the leased path,
+            # with its retries and backoff, one row at a time.
+            self._one_at_a_time = max(0, self._one_at_a_time - 1)
             claimed = self.inbox.claim()
             if claimed is None:
                 break
             self._apply(claimed)
             done += 1
         return done
+
+    def _apply_together(self, limit: int) -> int | None:
+        """Apply the next rows of the `together` source and delete them, all in one
+        transaction: how many; 0 when nothing is due; None when the next row is
+        another source's or the transaction failed.
+
+        One commit for several Alertmanager batches instead of three per batch
+        (claim, apply, delete). While webhooks are being answered it takes one
+        row at a time: a long transaction would hold SQLite's single write
+        lock, which those answers need to store their bodies.
+        """
+        together = self.together
+        assert together is not None
+        size = 1 if self.ingress.in_flight else min(limit, self.together_limit)
+        rows: list[Claimed] = []
+        try:
+            with together.session() as session:
+                heads = self.inbox.heads(session, size)
+                if not heads:
+                    return 0
+                rows = list(itertools.takewhile(lambda r: r.source == together.source, heads))
+                if not rows:
+                    return None
+                for row in rows:
+                    together.apply(session, row.body)
+                self.inbox.delete(session, [r.id for r in rows])
+        except Exception as exc:
+            # Rolled back, nothing applied. Which row failed is unknown: take as
+            # many singly, so a bad one is retried, backed off and kept alone.
+            log.info(
+                "inbox rows not applied together; applying them one at a time",
+                rows=len(rows),
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            self._one_at_a_time = max(1, len(rows))
+            return None
+        now = utcnow()
+        metrics.INBOX_APPLIED.labels(together.source).inc(len(rows))
+        for row in rows:
+            metrics.INBOX_LAG.labels(row.source).observe(
+                max(0.0, (now - row.received_at).total_seconds())
+            )
+        return len(rows)
 
     def _apply(self, claimed: Claimed) -> None:
         applier = self.appliers.get(claimed.source)

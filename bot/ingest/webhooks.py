@@ -33,7 +33,7 @@ from bot.domain.alerts import PayloadError, parse_alertmanager, parse_pagerduty
 from bot.incidents.pagerduty import HANDLED, event_type_of, handle_pagerduty_event
 from bot.incidents.service import IncidentService
 from bot.ingest.http import RejectedRequest, accepted, parse_storable, read_body
-from bot.ingest.inbox import Applier, Inbox, Ingress, Put
+from bot.ingest.inbox import Applier, Inbox, Ingress, Put, SessionApplier
 from bot.ingest.signatures import verify_bearer, verify_pagerduty_signature
 
 log = structlog.get_logger("bot.ingest")
@@ -60,6 +60,15 @@ def inbox_appliers(service: IncidentService) -> dict[str, Applier]:
         ),
         "pagerduty": lambda body, again: handle_pagerduty_event(service, json.loads(body), again),
     }
+
+
+def alertmanager_together(service: IncidentService) -> SessionApplier:
+    """Alertmanager batches, applied several to a transaction by the inbox worker."""
+    return SessionApplier(
+        "alertmanager",
+        service.repo.session,
+        lambda session, body: service.apply_alerts(session, parse_alertmanager(json.loads(body))),
+    )
 
 
 class PagerDutyWebhook:

@@ -22,6 +22,7 @@ What each function enqueues (the row kinds are in `bot.slack.outbox_rows`):
   on the newest pending root/update row of the incident; if that fails (the
   row is being sent), a new update row is inserted, at most one edit per
   `ROOT_EDIT_INTERVAL`.
+* `enqueue_root_refresh`: the same, rendered when sent (`RENDER_ROOT`).
 * `enqueue_reply_edit`: a chat.update of the keyed reply; the ts is that
   reply's, looked up when the edit is delivered (after the reply, in id order).
 * `enqueue_message`: a message outside incident threads, ordered per channel.
@@ -46,6 +47,8 @@ from bot.slack.outbox_rows import (
     OUTPUT,
     POST,
     PRIORITY_REAL,
+    RENDER,
+    RENDER_ROOT,
     UPDATE,
     check_reply_key,
     edit_key,
@@ -62,6 +65,7 @@ __all__ = [
     "enqueue_message",
     "enqueue_reply_edit",
     "enqueue_root_post",
+    "enqueue_root_refresh",
     "enqueue_root_update",
     "enqueue_thread_reply",
     "pending_count",
@@ -132,20 +136,24 @@ def enqueue_root_post(
     incident_id: int,
     channel: str,
     text: str,
-    blocks: list[dict[str, Any]],
+    blocks: list[dict[str, Any]] | None,
     *,
     priority: int = PRIORITY_REAL,
 ) -> None:
     """Post the incident's root message; its ts becomes ``incidents.slack_root_ts``.
 
     The ts (and the channel id Slack answers with) is stored in the same
-    transaction that marks the row sent.
+    transaction that marks the row sent. ``blocks=None``: rendered when sent
+    (`enqueue_root_refresh`), ``text`` being the fallback.
     """
+    payload = _content(text, blocks)
+    if blocks is None:
+        payload[RENDER] = RENDER_ROOT
     _insert(
         session,
         channel=channel,
         method=POST,
-        payload=_content(text, blocks),
+        payload=payload,
         incident_id=incident_id,
         coalesce_key=root_key(incident_id),
         priority=priority,
@@ -227,7 +235,31 @@ def enqueue_root_update(
     is added (ts resolved at delivery). The newest content is therefore always
     in the last root-content row delivered.
     """
-    content = _content(text, blocks)
+    _set_root(session, incident_id, channel, _content(text, blocks), priority)
+
+
+def enqueue_root_refresh(
+    session: Session,
+    incident_id: int,
+    channel: str | None,
+    fallback: str,
+    *,
+    priority: int = PRIORITY_REAL,
+) -> None:
+    """Make the root show the incident as it is when the row is sent; coalesced.
+
+    Like `enqueue_root_update`, but nothing is rendered now: the delivery
+    worker renders the root in its claim's transaction (`RENDER_ROOT`). An
+    Alertmanager storm adds alerts to an incident many times a second, and
+    Slack takes one edit per few seconds: rendering per batch was most of the
+    cost of applying one. ``fallback``: the text sent if it cannot be rendered.
+    """
+    _set_root(session, incident_id, channel, {"text": fallback, RENDER: RENDER_ROOT}, priority)
+
+
+def _set_root(
+    session: Session, incident_id: int, channel: str | None, content: dict[str, Any], priority: int
+) -> None:
     root_rows = (
         OUTBOX.c.output == OUTPUT,
         OUTBOX.c.incident_id == incident_id,
@@ -240,9 +272,16 @@ def enqueue_root_update(
         .limit(1)
     ).first()
     if newest is not None and newest.attempts == 0:
-        payload = {**(newest.payload or {}), **content}
-        if blocks is None:
-            payload.pop("blocks", None)
+        old = newest.payload or {}
+        if content.get(RENDER) == RENDER_ROOT and old.get(RENDER) == RENDER_ROOT:
+            return  # it renders when sent: the newest state, already
+        if content.get(RENDER) == RENDER_ROOT:
+            payload = {**old, RENDER: RENDER_ROOT}  # the stored content is the fallback
+        else:
+            payload = {**old, **content}
+            payload.pop(RENDER, None)  # explicit content replaces a pending render
+            if "blocks" not in content:
+                payload.pop("blocks", None)
         result = session.execute(
             sa.update(OUTBOX)
             .where(

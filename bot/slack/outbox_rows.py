@@ -30,6 +30,8 @@ __all__ = [
     "POST",
     "PRIORITY_DRILL",
     "PRIORITY_REAL",
+    "RENDER",
+    "RENDER_ROOT",
     "UPDATE",
     "Kind",
     "check_reply_key",
@@ -48,6 +50,12 @@ EDIT_PREFIX = "edit:"
 # recovery drill's messages never hold up a real incident's under pacing.
 PRIORITY_REAL = 0
 PRIORITY_DRILL = 1
+# A root row's payload key: RENDER_ROOT means "render the root's text and blocks
+# when the row is claimed" (its stored text is only the fallback). Rendering the
+# root reads the incident's alert summary: at send time that happens once per
+# Slack call instead of once per alert batch, and shows the newest state.
+RENDER = "render"
+RENDER_ROOT = "root"
 # Keys of the incident's own root rows start with this; a reply key must not.
 _INCIDENT_PREFIX = "incident:"
 

@@ -32,14 +32,35 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from bot.metrics import REGISTRY
 from bot.slack.delivery_lookup import Delivery
-from bot.slack.outbox_rows import INCIDENTS, OUTBOX, OUTPUT, Kind, edited_key, row_kind
+from bot.slack.outbox_rows import (
+    INCIDENTS,
+    OUTBOX,
+    OUTPUT,
+    RENDER,
+    RENDER_ROOT,
+    Kind,
+    edited_key,
+    row_kind,
+)
 from bot.slack.slack_calls import Failure
 from bot.store.db import READ_ONLY_OPTIONS
 from bot.store.models import utcnow
 
-__all__ = ["Candidate", "Claimed", "Due", "OutboxStore", "Success", "pending_count"]
+__all__ = [
+    "Candidate",
+    "Claimed",
+    "Due",
+    "OutboxStore",
+    "RootRenderer",
+    "Success",
+    "pending_count",
+]
 
 log = structlog.get_logger("bot.slack.outbox")
+
+# (the claim's connection, incident id) -> the root's (text, blocks), or None
+# when the incident is gone; see `RENDER_ROOT`.
+RootRenderer = Callable[[sa.Connection, int], tuple[str, list[dict[str, Any]]] | None]
 
 OUTBOX_PENDING = Gauge(
     "nexus_outbox_pending",
@@ -127,8 +148,10 @@ class OutboxStore:
         max_attempts: int,
         lease_seconds: float,
         backoff: Callable[[int], float],
+        render_root: RootRenderer | None = None,
     ) -> None:
         self.engine = engine
+        self.render_root = render_root
         self._read_engine = engine.execution_options(**READ_ONLY_OPTIONS)
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
@@ -269,6 +292,8 @@ class OutboxStore:
                 .where(o.c.id == cand.id)
             ).one()
             kwargs: dict[str, Any] = dict(row.payload or {})
+            if kwargs.pop(RENDER, None) == RENDER_ROOT and cand.incident_id is not None:
+                self._render_root(conn, cand.incident_id, kwargs)
             kwargs["channel"] = row.channel
             if cand.kind in ("reply", "update", "edit"):
                 if not row.slack_root_ts:
@@ -296,6 +321,20 @@ class OutboxStore:
             first_attempt_at=row.first_attempt_at,
             claimed_at=claimed_at,
         )
+
+    def _render_root(self, conn: sa.Connection, incident_id: int, kwargs: dict[str, Any]) -> None:
+        """The root as the incident is now, read in the claim's transaction; the
+        stored fallback text stays if it cannot be rendered (sent rather than lost)."""
+        if self.render_root is None:
+            return
+        try:
+            with conn.begin_nested():
+                content = self.render_root(conn, incident_id)
+        except Exception:
+            log.exception("outbox_root_render_failed", incident_id=incident_id)
+            return
+        if content is not None:
+            kwargs["text"], kwargs["blocks"] = content
 
     def _edited_ts(self, conn: sa.Connection, cand: Candidate, key: str) -> str | None:
         """The ts of the reply an edit row edits: the newest reply of the incident

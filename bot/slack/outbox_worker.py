@@ -72,7 +72,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack import slack_calls
 from bot.slack.delivery_lookup import Found, find_delivery
 from bot.slack.outbox_rows import OUTPUT, POST, UPDATE
-from bot.slack.outbox_store import Candidate, Claimed, OutboxStore, Success
+from bot.slack.outbox_store import Candidate, Claimed, OutboxStore, RootRenderer, Success
 from bot.slack.slack_calls import Failure
 from bot.timeline.pacing import TokenBucket, backoff_delay
 from bot.timeline.worker_loop import PassLoop
@@ -98,6 +98,7 @@ class OutboxWorker(PassLoop):
         backoff_cap: float = 60,
         backoff_base: float = 1.0,
         call_timeout: float = 30.0,
+        render_root: RootRenderer | None = None,
     ) -> None:
         if rate_per_channel <= 0 or burst < 1:
             raise ValueError("rate_per_channel must be > 0 and burst >= 1")
@@ -124,7 +125,11 @@ class OutboxWorker(PassLoop):
         self.backoff_base = backoff_base
         self.call_timeout = call_timeout
         self._store = OutboxStore(
-            engine, max_attempts=max_attempts, lease_seconds=lease_seconds, backoff=self._backoff
+            engine,
+            max_attempts=max_attempts,
+            lease_seconds=lease_seconds,
+            backoff=self._backoff,
+            render_root=render_root,
         )
 
         self._paces: dict[str, TokenBucket] = {}

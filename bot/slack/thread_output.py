@@ -30,6 +30,7 @@ from bot.slack.blocks import escape, mention, playbook_blocks, to_json, who
 from bot.slack.cards import approval_card, decided_card, expired_card, undo_blocks
 from bot.slack.drill_text import (
     DRILL_NOTICE,
+    DRILL_TITLE_PREFIX,
     DrillStatus,
     drill_context_block,
     drill_reply,
@@ -41,7 +42,7 @@ from bot.slack.drill_text import (
 from bot.slack.outbox import (
     enqueue_reply_edit,
     enqueue_root_post,
-    enqueue_root_update,
+    enqueue_root_refresh,
     enqueue_thread_reply,
 )
 from bot.slack.outbox_rows import PRIORITY_DRILL, PRIORITY_REAL
@@ -238,10 +239,10 @@ class SlackThreadOutput:
             return
         incident = s.get(Incident, event.incident_id, populate_existing=True)
         assert incident is not None
-        summary = self.repo.alert_summary(incident.id, session=s)
-        view = incident_view(incident, self.playbooks, self.settings, summary)
-        text, blocks = root_message(view, "running" if drill else None)
-        enqueue_root_post(s, incident.id, channel, text, blocks, priority=priority)
+        # Rendered when sent: the alerts of the batches applied meanwhile count too.
+        enqueue_root_post(
+            s, incident.id, channel, _root_fallback(incident), None, priority=priority
+        )
         routes = ", ".join(event.fact("routes", []))
         intro = (
             f"Playbook `{event.fact('playbook_id')}` ({escape(event.fact('match', ''))}). "
@@ -280,14 +281,28 @@ class SlackThreadOutput:
         return "passed" if scorecard.get("passed") else "failed"
 
     def _refresh_root(self, s: Session, incident: Incident) -> None:
-        summary = self.repo.alert_summary(incident.id, session=s)
-        review = _latest_facts(s, incident.id, Kind.REVIEW_LINKED)
-        url = str(review.get("url")) if isinstance(review, dict) and review.get("url") else None
-        view = incident_view(incident, self.playbooks, self.settings, summary, review_url=url)
-        text, blocks = root_message(view, self._drill_status(s, incident))
-        enqueue_root_update(
-            s, incident.id, incident.slack_channel, text, blocks, priority=_priority(incident)
+        enqueue_root_refresh(
+            s,
+            incident.id,
+            incident.slack_channel,
+            _root_fallback(incident),
+            priority=_priority(incident),
         )
+
+    def render_root(
+        self, conn: sa.Connection, incident_id: int
+    ) -> tuple[str, list[dict[str, Any]]] | None:
+        """The root's text and blocks as the incident is now (`RENDER_ROOT`): the
+        delivery worker's claim calls this, in its own transaction."""
+        with Session(bind=conn) as s:
+            incident = s.get(Incident, incident_id)
+            if incident is None:
+                return None
+            summary = self.repo.alert_summary(incident.id, session=s)
+            review = _latest_facts(s, incident.id, Kind.REVIEW_LINKED)
+            url = str(review.get("url")) if isinstance(review, dict) and review.get("url") else None
+            view = incident_view(incident, self.playbooks, self.settings, summary, review_url=url)
+            return root_message(view, self._drill_status(s, incident))
 
     def _approval_card(self, s: Session, e: Event, drill: bool = False) -> None:
         request_id = int(e.fact("request_id"))
@@ -469,3 +484,9 @@ def printed_block(lines: Any) -> str:
         return ""
     body = "\n".join(escape(str(line)).replace("```", "ˋˋˋ") for line in lines[-45:])
     return f"\n```\n{body[-2800:]}\n```"
+
+
+def _root_fallback(incident: Incident) -> str:
+    """The root's text should it not be rendered when sent (see `render_root`)."""
+    mark = DRILL_TITLE_PREFIX if _is_drill(incident) else ""
+    return f"Incident #{incident.id}: {mark}{escape(incident.title)}"

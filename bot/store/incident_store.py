@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -26,6 +27,32 @@ from bot.store.repository_base import (
     RepositoryBase,
     first_delivery,
     rowcount,
+)
+
+_ALERT_COLUMNS = (
+    "incident_id, source, fingerprint, status, severity, title, labels, annotations, "
+    "starts_at, ends_at, first_seen_at, last_seen_at"
+)
+_ALERT_CONFLICT = (
+    "ON CONFLICT (source, fingerprint) DO UPDATE SET status = excluded.status, "
+    "ends_at = excluded.ends_at, last_seen_at = excluded.last_seen_at, "
+    "occurrences = alerts.occurrences + 1 RETURNING occurrences"
+)
+# json, not jsonb: jsonb would reorder the labels' keys.
+_PG_ALERT_UPSERT = sa.text(
+    f"INSERT INTO alerts ({_ALERT_COLUMNS}) SELECT {_ALERT_COLUMNS} "  # noqa: S608 (constants)
+    "FROM json_to_recordset(CAST(:rows AS json)) AS r(incident_id integer, source text, "
+    "fingerprint text, status text, severity text, title text, labels json, "
+    "annotations json, starts_at timestamptz, ends_at timestamptz, "
+    f"first_seen_at timestamptz, last_seen_at timestamptz) {_ALERT_CONFLICT}"
+)
+# `WHERE true`: SQLite's grammar needs it between a SELECT and ON CONFLICT.
+_SQLITE_ALERT_UPSERT = sa.text(
+    f"INSERT INTO alerts ({_ALERT_COLUMNS}) SELECT "  # noqa: S608 (constants)
+    + ", ".join(
+        f"json_extract(value, '$.{column.strip()}')" for column in _ALERT_COLUMNS.split(",")
+    )
+    + f" FROM json_each(:rows) WHERE true {_ALERT_CONFLICT}"
 )
 
 
@@ -251,6 +278,10 @@ class IncidentStore(RepositoryBase):
         # Sorted, so concurrent batches lock shared rows in the same order
         # and cannot deadlock each other on PostgreSQL.
         ordered = [latest[k] for k in sorted(latest)]
+        if not ordered:
+            return 0
+        stamp = self._stamp()
+        seen = stamp(now)
         rows = [
             {
                 "incident_id": incident_id,
@@ -259,38 +290,36 @@ class IncidentStore(RepositoryBase):
                 "status": a.status,
                 "severity": a.severity,
                 "title": a.title,
-                "labels": dict(a.labels),
-                "annotations": dict(a.annotations),
-                "starts_at": a.starts_at,
-                "ends_at": a.ends_at,
-                "first_seen_at": now,
-                "last_seen_at": now,
-                "occurrences": 1,
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "starts_at": stamp(a.starts_at),
+                "ends_at": stamp(a.ends_at) if a.ends_at is not None else None,
+                "first_seen_at": seen,
+                "last_seen_at": seen,
             }
             for a in ordered
         ]
-        if not rows:
-            return 0
         with self._joined(session) as s:
-            # One statement with bound parameters, executed for all rows: SQLAlchemy
-            # compiles it once (cached) and sends the rows in multi-VALUES pages,
-            # instead of compiling a new 100-row VALUES statement per batch.
-            result = s.execute(self._alert_upsert(), rows)
+            # The whole batch is one JSON parameter that the database unpacks
+            # itself (json_to_recordset, json_each): one short statement, parsed
+            # and planned once, instead of a 100-row VALUES list whose
+            # parameters the driver binds one by one (psycopg re-parses such a
+            # long statement on every call: it is too long for its cache).
+            result = s.execute(self._alert_upsert(), {"rows": json.dumps(rows)})
             # A freshly inserted row is the only one that can still say 1.
             return sum(1 for occurrences in result.scalars() if occurrences == 1)
 
-    def _alert_upsert(self) -> Any:
-        table = cast(sa.Table, Alert.__table__)
-        insert = self._insert(table)
-        return insert.on_conflict_do_update(
-            index_elements=[table.c.source, table.c.fingerprint],
-            set_={
-                "status": insert.excluded.status,
-                "ends_at": insert.excluded.ends_at,
-                "last_seen_at": insert.excluded.last_seen_at,
-                "occurrences": table.c.occurrences + 1,
-            },
-        ).returning(table.c.occurrences)
+    def _stamp(self) -> Callable[[datetime], str]:
+        """A UTC time as this database stores it: SQLite as SQLAlchemy writes its
+        DATETIME text (so ordering and reads agree), PostgreSQL as ISO 8601."""
+        if self.engine.dialect.name == "postgresql":
+            return lambda value: value.astimezone(UTC).isoformat()
+        return lambda value: value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def _alert_upsert(self) -> sa.TextClause:
+        if self.engine.dialect.name == "postgresql":
+            return _PG_ALERT_UPSERT
+        return _SQLITE_ALERT_UPSERT
 
     def alert_counts(self, incident_id: int, session: Session | None = None) -> dict[str, int]:
         counts = dict.fromkeys(ALERT_STATUSES, 0)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
-from bot.ingest.inbox import MAX_ATTEMPTS, Inbox, InboxWorker, Put
+from bot.ingest.inbox import MAX_ATTEMPTS, Inbox, InboxWorker, Put, SessionApplier
 from bot.store.models import utcnow
 
 
@@ -217,4 +219,126 @@ def test_a_second_attempt_is_applied_as_redelivered(engine: sa.Engine) -> None:
     make_due(engine)
     worker.apply_some()
     assert seen == [("batch", False), ("batch", True)]
+    assert rows(engine) == []
+
+
+# -- Alertmanager batches applied together, in one transaction ---------------------
+
+
+def together(
+    engine: sa.Engine, applied: list[tuple[int, str]], fail_on: str = "bad"
+) -> SessionApplier:
+    """Applies in the worker's session: writes a marker row, so a rollback shows."""
+    sessions = sessionmaker(engine)
+
+    @contextmanager
+    def session() -> Iterator[Session]:
+        with sessions.begin() as s:
+            yield s
+
+    def apply(s: Session, body: str) -> None:
+        s.execute(
+            sa.text(
+                "INSERT INTO webhook_deliveries (source, delivery_id, received_at) "
+                "VALUES ('test', :body, :now)"
+            ),
+            {"body": body, "now": utcnow()},
+        )
+        if fail_on in body:
+            raise ValueError("cannot apply this one")
+        applied.append((id(s), body))
+
+    return SessionApplier("alertmanager", session, apply)
+
+
+def markers(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        query = "SELECT delivery_id FROM webhook_deliveries WHERE source = 'test' ORDER BY id"
+        return [row[0] for row in conn.execute(sa.text(query))]
+
+
+def test_alertmanager_rows_are_applied_and_deleted_together(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    singly: list[str] = []
+    batched: list[tuple[int, str]] = []
+    inbox.put("alertmanager", "a1", 1, group_key="g1")
+    inbox.put("alertmanager", "a2", 1, group_key="g2")
+    inbox.put("alertmanager", "a3", 1, group_key="g1")  # waits for a1: same group
+    inbox.put("pagerduty", "p1", 1, delivery="wh-together")
+    worker = InboxWorker(
+        inbox,
+        {"pagerduty": lambda body, again: singly.append(body)},
+        together=together(engine, batched),
+    )
+    assert worker.apply_some() == 4
+    assert singly == ["p1"]  # PagerDuty first, on its own path
+    assert [body for _, body in batched] == ["a1", "a2", "a3"]
+    first, second, third = (session for session, _ in batched)
+    assert first == second != third  # a1 and a2 in one transaction; a3 after a1's commit
+    assert rows(engine) == []
+    assert markers(engine) == ["a1", "a2", "a3"]
+
+
+def test_a_failed_batch_leaves_no_trace_and_its_rows_go_one_at_a_time(
+    engine: sa.Engine,
+) -> None:
+    inbox = Inbox(engine)
+    batched: list[tuple[int, str]] = []
+    singly: list[str] = []
+
+    def single(body: str, redelivered: bool) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO webhook_deliveries (source, delivery_id, received_at) "
+                    "VALUES ('test', :body, :now)"
+                ),
+                {"body": f"single:{body}", "now": utcnow()},
+            )
+        if "bad" in body:
+            raise ValueError("cannot apply this one")
+        singly.append(body)
+
+    for body, group in (("a1", "g1"), ("bad", "g2"), ("a2", "g3")):
+        inbox.put("alertmanager", body, 1, group_key=group)
+    worker = InboxWorker(inbox, {"alertmanager": single}, together=together(engine, batched))
+    assert worker.apply_some() == 3
+    # The batch of three got as far as "bad", then was rolled back (no marker of
+    # its a1), and each of the three went singly.
+    assert [body for _, body in batched] == ["a1"]
+    assert singly == ["a1", "a2"]
+    assert markers(engine) == ["single:a1", "single:bad", "single:a2"]
+    (kept,) = rows(engine)
+    assert (kept.source, kept.state, kept.attempts) == ("alertmanager", "pending", 1)
+    assert "ValueError: cannot apply this one" in kept.last_error
+    # The bad row is backing off: the next batch goes together again without it.
+    inbox.put("alertmanager", "a4", 1, group_key="g4")
+    assert worker.apply_some() == 1
+    assert [body for _, body in batched] == ["a1", "a4"]
+
+
+def test_replicas_applying_together_apply_each_row_once_in_group_order(
+    engine: sa.Engine, race: Callable[..., list[Any]]
+) -> None:
+    inbox = Inbox(engine)
+    for n in range(60):
+        inbox.put("alertmanager", f"g{n % 6}-{n // 6:02d}", 1, group_key=f"g{n % 6}")
+    applied: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def replica(_: int) -> None:
+        mine: list[tuple[int, str]] = []
+        worker = InboxWorker(inbox, {}, together=together(engine, mine), together_limit=4)
+        while worker.apply_some(limit=5):
+            pass
+        with lock:
+            applied.extend(mine)
+
+    race(3, replica)
+    bodies = [body for _, body in applied]
+    assert sorted(bodies) == sorted(f"g{n % 6}-{n // 6:02d}" for n in range(60))
+    assert sorted(markers(engine)) == sorted(bodies)  # every row once, none twice
+    for group in range(6):
+        mine = [b for b in markers(engine) if b.startswith(f"g{group}-")]
+        assert mine == sorted(mine)  # committed in the group's order
     assert rows(engine) == []

@@ -181,12 +181,19 @@ def test_a_drill_opens_in_the_drill_channel_and_says_drill_everywhere(engine: sa
     assert {r.priority for r in drill_rows} == {PRIORITY_DRILL}
     root = drill_rows[0]
     assert root.coalesce_key == f"incident:{drill}:root"
-    # The root post (not sent yet) took every refresh: it shows the finished drill.
-    assert "🧪 DRILL — Frenly AI &lt;dangerous&gt; edit" in root.payload["text"]
-    assert root.payload["text"].endswith("— DRILL finished: PASSED")
-    assert root.payload["blocks"][0]["text"]["text"].startswith("#")
-    assert "🧪 DRILL — Frenly AI <dangerous> edit" in root.payload["blocks"][0]["text"]["text"]
-    banner = root.payload["blocks"][1]["elements"][0]["text"]
+    # The root post (not sent yet) is rendered when sent: it shows the finished drill.
+    assert root.payload["text"] == f"Incident #{drill}: 🧪 DRILL — Frenly AI &lt;dangerous&gt; edit"
+    output = timeline.outputs[0]
+    assert isinstance(output, SlackThreadOutput)
+    with engine.connect() as conn:
+        rendered = output.render_root(conn, drill)
+    assert rendered is not None
+    text, blocks = rendered
+    assert "🧪 DRILL — Frenly AI &lt;dangerous&gt; edit" in text
+    assert text.endswith("— DRILL finished: PASSED")
+    assert blocks[0]["text"]["text"].startswith("#")
+    assert "🧪 DRILL — Frenly AI <dangerous> edit" in blocks[0]["text"]["text"]
+    banner = blocks[1]["elements"][0]["text"]
     assert "This is a recovery drill: nothing real changes" in banner
     assert "DRILL finished: PASSED" in banner
     texts = [r.payload["text"] for r in replies(engine, drill)]

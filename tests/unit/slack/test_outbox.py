@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from bot.slack.outbox import (
     enqueue_message,
     enqueue_reply_edit,
     enqueue_root_post,
+    enqueue_root_refresh,
     enqueue_root_update,
     enqueue_thread_reply,
     pending_count,
@@ -166,6 +168,65 @@ async def test_update_after_the_root_was_claimed_gets_its_own_row(
     (root,) = slack.roots("C1")
     assert (root.text, root.edit_count) == ("v1", 1)
     assert root.edits == [{"text": "v0", "blocks": section("v0")}]
+
+
+async def test_a_refreshed_root_is_rendered_when_sent_with_the_state_of_then(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    incident = new_incident()
+    state = {"version": "v0"}
+    rendered: list[int] = []
+
+    def render(conn: sa.Connection, incident_id: int) -> tuple[str, list[dict[str, Any]]]:
+        # Reads in the claim's transaction: the incident row is there.
+        assert conn.execute(sa.text(f"SELECT id FROM incidents WHERE id = {incident_id}")).one()
+        rendered.append(incident_id)
+        return state["version"], section(state["version"])
+
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "fallback", None)
+    for _ in range(5):  # five refreshes before the post is sent: still one row, no rendering
+        with repo.session() as s:
+            enqueue_root_refresh(s, incident, "C1", "fallback")
+    assert len(outbox_rows(engine)) == 1 and rendered == []
+    state["version"] = "v1"
+
+    await drain(make_worker(engine, slack, render_root=render), engine)
+
+    (root,) = slack.roots("C1")
+    assert (root.text, root.blocks, root.edit_count) == ("v1", section("v1"), 0)
+    assert rendered == [incident]
+
+
+async def test_a_root_that_cannot_be_rendered_is_sent_with_its_fallback_text(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    incident = new_incident()
+
+    def broken(conn: sa.Connection, incident_id: int) -> tuple[str, list[dict[str, Any]]]:
+        raise RuntimeError("template bug")
+
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "Incident #1: fallback", None)
+    await drain(make_worker(engine, slack, render_root=broken), engine)
+    (root,) = slack.roots("C1")
+    assert root.text == "Incident #1: fallback"
+    assert all_done(engine)
+
+
+async def test_explicit_content_replaces_a_pending_render_and_a_refresh_renders_it_again(
+    engine: sa.Engine, repo: Repository, new_incident: Callable[[], int]
+) -> None:
+    incident = new_incident()
+    with repo.session() as s:
+        enqueue_root_post(s, incident, "C1", "fallback", None)
+        enqueue_root_update(s, incident, "C1", "explicit", section("explicit"))
+    (row,) = outbox_rows(engine)
+    assert row.payload == {"text": "explicit", "blocks": section("explicit")}
+    with repo.session() as s:
+        enqueue_root_refresh(s, incident, "C1", "fallback")
+    (row,) = outbox_rows(engine)
+    assert row.payload == {"text": "explicit", "blocks": section("explicit"), "render": "root"}
 
 
 # -- durability of the enqueue --------------------------------------------------

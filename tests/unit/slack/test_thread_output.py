@@ -66,15 +66,34 @@ def rows(engine: sa.Engine) -> list[Any]:
         return list(conn.execute(query.order_by(OutboxMessage.id)))
 
 
+def as_sent(engine: sa.Engine, timeline: Timeline, row: Any, incident_id: int) -> dict[str, Any]:
+    """A root row's payload as the delivery worker sends it: rendered then (`RENDER_ROOT`)."""
+    payload = dict(row.payload)
+    if payload.pop("render", None) == "root":
+        output = timeline.outputs[0]
+        assert isinstance(output, SlackThreadOutput)
+        with engine.connect() as conn:
+            rendered = output.render_root(conn, incident_id)
+        assert rendered is not None
+        payload["text"], payload["blocks"] = rendered
+    return payload
+
+
 def test_opened_posts_root_intro_and_playbook_once(engine: sa.Engine) -> None:
     repo, timeline = make(engine)
     number = open_incident(repo, timeline)
     posted = rows(engine)
     assert [r.coalesce_key for r in posted] == [f"incident:{number}:root", None, None]
-    root_blocks = str(posted[0].payload["blocks"])
+    # The root is rendered when sent; enqueued, it holds only the fallback text.
+    assert posted[0].payload == {
+        "text": f"Incident #{number}: Frenly AI &lt;dangerous&gt; edit",
+        "render": "root",
+    }
+    root = as_sent(engine, timeline, posted[0], number)
+    root_blocks = str(root["blocks"])
     assert "Incident Commander" in root_blocks and "<@U0LEAD>" in root_blocks
     assert "<!subteam^S0PRODUCT>" in root_blocks and "_unassigned_" in root_blocks
-    assert "&lt;dangerous&gt;" in posted[0].payload["text"]
+    assert "&lt;dangerous&gt;" in root["text"]
     assert posted[1].payload["text"].startswith("Playbook `frenly-ai-dangerous-edit`")
     assert "remediation.request.scale-to-zero" in str(posted[2].payload["blocks"])
     # A second `opened` (another replica) finds the thread claimed: nothing more.
@@ -122,7 +141,7 @@ def test_replies_escape_outside_text_and_edit_the_root(engine: sa.Engine) -> Non
     keyed = [r.coalesce_key for r in rows(engine) if r.coalesce_key]
     assert keyed == [f"incident:{number}:root"]
     root = next(r for r in rows(engine) if r.coalesce_key == f"incident:{number}:root")
-    assert "*Public status*\\nIdentified" in str(root.payload["blocks"])
+    assert "*Public status*\\nIdentified" in str(as_sent(engine, timeline, root, number)["blocks"])
 
 
 def test_a_request_posts_a_keyed_card_and_its_expiry_edits_it(engine: sa.Engine) -> None:
