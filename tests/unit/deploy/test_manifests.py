@@ -9,6 +9,7 @@ broken on purpose, so none of them can pass vacuously.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import kubernetes_validate
 import pytest
 from packaging.version import Version
 
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 from tests.unit.deploy import manifest_checks as checks
 from tests.unit.deploy.conftest import OVERLAYS
 from tests.unit.deploy.manifest_checks import Manifest, bot_container, of_kind, pod_template, the
@@ -28,6 +29,10 @@ MINIMUM_SCHEMA_VERSION = Version("1.32")
 
 
 def shipped_allowed(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """allowed_targets of the shipped config/nexus.yaml, whatever this environment sets."""
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name)
     monkeypatch.setenv("NEXUS_CONFIG", str(checks.REPO_ROOT / "config" / "nexus.yaml"))
     return load_settings().allowed_targets
 
