@@ -29,6 +29,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.metrics import REGISTRY
 from bot.slack.delivery_lookup import Delivery
@@ -44,19 +45,27 @@ from bot.slack.outbox_rows import (
 )
 from bot.slack.slack_calls import Failure
 from bot.store.db import READ_ONLY_OPTIONS
-from bot.store.models import utcnow
+from bot.store.models import SlackPace, utcnow
 
 __all__ = [
     "Candidate",
     "Claimed",
     "Due",
     "OutboxStore",
+    "Paced",
     "RootRenderer",
     "Success",
     "pending_count",
 ]
 
 log = structlog.get_logger("bot.slack.outbox")
+
+PACE = cast(sa.Table, SlackPace.__table__)
+
+
+def pace_key(method: str, channel: str) -> str:
+    return f"{method}:{channel}"
+
 
 # (the claim's connection, incident id) -> the root's (text, blocks), or None
 # when the incident is gone; see `RENDER_ROOT`.
@@ -130,6 +139,19 @@ class _NotReady(Exception):
     """Raised inside a claim's transaction to roll it back."""
 
 
+@dataclass(frozen=True)
+class Paced:
+    """Not claimed: the channel's shared pace (`SlackPace`) allows the next call in ``wait`` s."""
+
+    wait: float
+
+
+class _Paced(_NotReady):
+    def __init__(self, wait: float) -> None:
+        super().__init__()
+        self.wait = wait
+
+
 def _rank(kind: Kind, source: str | None) -> int:
     """What a channel sends first when it is paced: a new incident must be seen
     before more details of old ones, and an incident that pages (PagerDuty) first."""
@@ -149,9 +171,13 @@ class OutboxStore:
         lease_seconds: float,
         backoff: Callable[[int], float],
         render_root: RootRenderer | None = None,
+        pace: tuple[float, int] | None = None,
     ) -> None:
         self.engine = engine
         self.render_root = render_root
+        # (calls per second, burst) per method and channel, shared by replicas;
+        # None: each replica's own pace only (tests of other things).
+        self.pace = pace
         self._read_engine = engine.execution_options(**READ_ONLY_OPTIONS)
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
@@ -238,16 +264,47 @@ class OutboxStore:
 
     # -- claiming ------------------------------------------------------------
 
-    def claim(self, cand: Candidate) -> Claimed | None:
+    def claim(self, cand: Candidate) -> Claimed | Paced | None:
         """Compare-and-set claim; the payload is read after winning it.
 
         None: another worker won, the row is not ready after all, or it was
         failed here (out of attempts, an edit of a reply that was never sent).
+        Paced: another replica took the channel's next slot.
         """
         try:
             return self._claim_in_transaction(cand)
+        except _Paced as paced:
+            return Paced(paced.wait)
         except _NotReady:
             return None
+
+    def _take_slot(self, conn: sa.Connection, key: str, now: datetime) -> None:
+        """Take the next call of `key` from the shared pace, or raise _Paced."""
+        if self.pace is None:
+            return
+        rate, burst = self.pace
+        interval = timedelta(seconds=1 / rate)
+        postgres = self.engine.dialect.name == "postgresql"
+        insert = postgresql.insert(PACE) if postgres else sqlite.insert(PACE)
+        conn.execute(insert.values(key=key, tat=now).on_conflict_do_nothing())
+        query = sa.select(PACE.c.tat).where(PACE.c.key == key)
+        if postgres:
+            query = query.with_for_update()  # replicas queue here for this channel only
+        tat = max(conn.execute(query).scalar_one(), now)
+        allowed_at = tat - interval * (burst - 1)
+        if allowed_at > now:
+            raise _Paced((allowed_at - now).total_seconds())
+        conn.execute(sa.update(PACE).where(PACE.c.key == key).values(tat=tat + interval))
+
+    def hold_pace(self, key: str, seconds: float) -> None:
+        """After a 429: every replica waits for Slack's Retry-After on this channel."""
+        if self.pace is None:
+            return
+        until = utcnow() + timedelta(seconds=seconds)
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(PACE).where(PACE.c.key == key, PACE.c.tat < until).values(tat=until)
+            )
 
     def _claim_in_transaction(self, cand: Candidate) -> Claimed | None:
         o, i = OUTBOX, INCIDENTS
@@ -310,6 +367,7 @@ class OutboxStore:
                 kwargs["ts"] = edited_ts
             elif cand.kind == "message" and row.thread_ts:
                 kwargs["thread_ts"] = row.thread_ts
+            self._take_slot(conn, pace_key(cand.method, kwargs["channel"]), now)
         return Claimed(
             id=cand.id,
             incident_id=cand.incident_id,

@@ -72,7 +72,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack import slack_calls
 from bot.slack.delivery_lookup import Found, find_delivery
 from bot.slack.outbox_rows import OUTPUT, POST, UPDATE
-from bot.slack.outbox_store import Candidate, Claimed, OutboxStore, RootRenderer, Success
+from bot.slack.outbox_store import (
+    Candidate,
+    Claimed,
+    OutboxStore,
+    Paced,
+    RootRenderer,
+    Success,
+    pace_key,
+)
 from bot.slack.slack_calls import Failure
 from bot.timeline.pacing import TokenBucket, backoff_delay
 from bot.timeline.worker_loop import PassLoop
@@ -130,6 +138,7 @@ class OutboxWorker(PassLoop):
             lease_seconds=lease_seconds,
             backoff=self._backoff,
             render_root=render_root,
+            pace=(rate_per_channel, burst),
         )
 
         self._paces: dict[str, TokenBucket] = {}
@@ -185,6 +194,11 @@ class OutboxWorker(PassLoop):
                 self._note_due(ready_at)
                 break
             claimed = await asyncio.to_thread(self._store.claim, cand)
+            if isinstance(claimed, Paced):
+                # Another replica took this channel's slot: ours waits for the next.
+                pace.block(time.monotonic(), claimed.wait)
+                self._note_due(time.monotonic() + claimed.wait)
+                break
             if claimed is None:
                 continue
             # Spend the token now, not before the claim: Slack counts arrivals,
@@ -199,6 +213,8 @@ class OutboxWorker(PassLoop):
             await asyncio.to_thread(self._store.record_failure, claimed, outcome)
             if outcome.kind == "ratelimited":
                 pace.block(time.monotonic(), outcome.retry_after)
+                key = pace_key(claimed.method, str(claimed.kwargs["channel"]))
+                await asyncio.to_thread(self._store.hold_pace, key, outcome.retry_after)
                 self._note_due(time.monotonic() + outcome.retry_after)
                 break
         return sent

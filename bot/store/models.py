@@ -413,3 +413,19 @@ class DrillTick(Base):
     # The drill batch started for it, or why it did not run.
     batch: Mapped[str | None]
     detail: Mapped[str | None]
+
+
+class SlackPace(Base):
+    """Where Slack's pace for one method and channel stands, shared by every replica.
+
+    Generic cell rate algorithm: ``tat`` is the theoretical arrival time of the
+    next call. A call may go when ``tat - (burst - 1) / rate <= now``, and moves
+    ``tat`` to ``max(tat, now) + 1 / rate``, in the claim's transaction. Each
+    replica also paces itself, but only this keeps two replicas from sending a
+    channel twice Slack's rate.
+    """
+
+    __tablename__ = "slack_pace"
+
+    key: Mapped[str] = mapped_column(primary_key=True)  # "<method>:<channel>"
+    tat: Mapped[datetime]

@@ -256,6 +256,48 @@ async def test_pacing_is_per_channel(sqlite_engine: sa.Engine, slack: FakeSlack)
     assert slack.texts("C2") == [f"b{i}" for i in range(10)]
 
 
+async def test_two_replicas_share_one_pace_per_channel(engine: sa.Engine, slack: FakeSlack) -> None:
+    rate = 5.0  # Slack's 1/s, five times faster
+    slack.post_rate, slack.post_burst = rate, 3
+    repo = Repository(engine)
+    with repo.session() as s:
+        for i in range(16):
+            enqueue_message(s, "C1", f"m{i}")
+    replicas = [make_worker(engine, slack, rate_per_channel=rate, burst=2) for _ in range(2)]
+    async with running(*replicas):
+        await slack.wait_for_async(lambda: len(slack.messages("C1")) == 16, timeout=15)
+
+    # Each replica paced alone would send twice the rate between them: Slack would 429.
+    assert slack.ratelimited_count == 0
+    assert slack.texts("C1") == [f"m{i}" for i in range(16)]
+    at = [c.at for c in slack.calls("chat.postMessage")]
+    assert at[15] - at[0] >= 14 / rate - 0.1  # one shared pace: 2 at once, then 1/rate
+    with engine.connect() as conn:
+        keys = conn.execute(sa.text("SELECT key FROM slack_pace")).scalars().all()
+    assert keys == ["chat.postMessage:C1"]
+
+
+async def test_a_429_holds_the_channel_for_every_replica(
+    engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
+) -> None:
+    first_incident, second_incident = new_incident(), new_incident()
+    with repo.session() as s:
+        enqueue_root_post(s, first_incident, "C1", "first", None)
+    slack.post_rate, slack.post_burst = 1000.0, 1000
+    slack.rate_limit_next(1, retry_after=2)
+    async with running(make_worker(engine, slack, rate_per_channel=50.0, burst=2)):
+        await slack.wait_for_async(lambda: slack.ratelimited_count == 1, timeout=5)
+    # Another incident's root, independent of the first's: only the pace holds it.
+    with repo.session() as s:
+        enqueue_root_post(s, second_incident, "C1", "second", None)
+    async with running(make_worker(engine, slack, rate_per_channel=50.0, burst=2)):
+        await slack.wait_for_async(lambda: len(slack.roots("C1")) == 2, timeout=10)
+    limited = next(c.at for c in slack.calls("chat.postMessage") if not c.ok)
+    sent = [c.at for c in slack.calls("chat.postMessage") if c.ok]
+    assert min(sent) - limited >= 1.9  # the replica that never saw the 429 waited too
+    assert sorted(r.text for r in slack.roots("C1")) == ["first", "second"]
+
+
 async def test_new_incidents_go_before_details_of_old_ones_pagerduty_first(
     engine: sa.Engine, repo: Repository, slack: FakeSlack, new_incident: Callable[[], int]
 ) -> None:
