@@ -66,7 +66,9 @@ TARGETS = {
     "alerts_per_second_min": 5000.0,
     "ack_p99_ms_max": 100.0,
     "lost_alerts_max": 0,
-    "root_posts_max": 30,
+    "root_posts_max": 30,  # groups + PagerDuty incidents (set from the run's plan)
+    "applied_alerts_per_second_min": {"sqlite": 10000.0, "postgresql": 5000.0},
+    "applied_after_last_202_s_max": 10.0,
     "slack_429_max": 0,
     "pagerduty_thread_p95_s_max": 2.0,
     "peak_rss_mb_max": 300.0,
@@ -428,13 +430,15 @@ class Database:
 class Bot:
     """`python -m bot serve`, stderr to a file (a pipe would fill up and stall the bot)."""
 
-    def __init__(self, database_url: str, slack_url: str, slack_token: str, log_dir: Path) -> None:
+    def __init__(
+        self, database_url: str, slack_url: str, slack_token: str, log_dir: Path, index: int = 0
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / "bot.log"
+        self.log_path = log_dir / (f"bot-{index}.log" if index else "bot.log")
         self.env = {
             **bot_env(database_url, self.port, slack_url, slack_token),
-            "NEXUS_WORKDIR": str(log_dir / "work"),
+            "NEXUS_WORKDIR": str(log_dir / f"work-{index}"),
         }
         for name in ("PAGERDUTY_ROUTING_KEY", "PAGERDUTY_API_TOKEN", "SMTP_URL", "SLACK_APP_TOKEN"):
             self.env.pop(name, None)  # loopback only: nothing may leave the machine
@@ -783,16 +787,17 @@ class StatusProbe:
 
 
 async def run_storm(
-    url: str, items: list[Item], senders: int, request_timeout: float, max_retries: int
+    urls: list[str], items: list[Item], senders: int, request_timeout: float, max_retries: int
 ) -> StormResult:
+    """Send every item; with several bots (replicas), item i goes to bot i mod R,
+    as a Service spreads requests over its pods."""
     result = StormResult()
     cursor = iter(enumerate(items))
-    limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
-    async with httpx.AsyncClient(
-        base_url=url, limits=limits, timeout=httpx.Timeout(request_timeout)
-    ) as client:
+    connections = senders * len(urls)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(request_timeout)) as client:
         # Open the connections first so the storm does not time TCP set-up.
-        await asyncio.gather(*(client.get("/healthz") for _ in range(senders)))
+        await asyncio.gather(*(client.get(f"{u}/healthz") for u in urls for _ in range(senders)))
 
         async def sender() -> None:
             for index, item in cursor:  # shared iterator: each item is taken once
@@ -803,7 +808,9 @@ async def run_storm(
                     retry_after = 1.0
                     try:
                         response = await client.post(
-                            f"/webhooks/{item.endpoint}", content=item.body, headers=item.headers
+                            f"{urls[index % len(urls)]}/webhooks/{item.endpoint}",
+                            content=item.body,
+                            headers=item.headers,
                         )
                         status = str(response.status_code)
                         with contextlib.suppress(ValueError):
@@ -930,7 +937,7 @@ def analyse(
     plan: Plan,
     slack: FakeSlack,
     db: Database,
-    peak_rss_kb: int,
+    peak_rss_kb: list[int],
     bot_cpu_s: float,
     bench_cpu_s: float,
 ) -> dict[str, Any]:
@@ -993,6 +1000,17 @@ def analyse(
     incidents = int(db.query("SELECT count(*) FROM incidents")[0][0])
     outbox_states = dict(db.query("SELECT state, count(*) FROM outbox GROUP BY state"))
     stored_am = int(stored_by_source.get("alertmanager", 0))
+    # Exactly once, whatever the number of replicas: one level step per incident
+    # and level, one root per incident.
+    level = "facts->>'level'" if db.kind == "postgresql" else "json_extract(facts, '$.level')"
+    repeated_levels = db.query(
+        f"SELECT incident_id, {level}, count(*) FROM timeline_events "
+        "WHERE kind = 'level.reached' GROUP BY 1, 2 HAVING count(*) > 1"
+    )
+    level_steps = int(
+        db.query("SELECT count(*) FROM timeline_events WHERE kind = 'level.reached'")[0][0]
+    )
+    root_titles = Counter(str(c.params.get("text") or "") for c in root_ok)
 
     return {
         "storm": {
@@ -1038,9 +1056,16 @@ def analyse(
             "alerts_by_source": {k: int(v) for k, v in stored_by_source.items()},
             "alertmanager_alerts_lost": plan.alerts - stored_am,
             "incidents": incidents,
+            "incidents_expected": plan.groups + len(plan.pd_titles),
             "outbox_by_state": {k: int(v) for k, v in outbox_states.items()},
         },
-        "bot_peak_rss_mb": round(peak_rss_kb / 1024, 1),
+        "exactly_once": {
+            "level_steps": level_steps,
+            "level_steps_repeated": len(repeated_levels),
+            "root_posts_repeated": sum(n - 1 for n in root_titles.values() if n > 1),
+        },
+        "bot_peak_rss_mb": round(max(peak_rss_kb, default=0) / 1024, 1),
+        "bot_peak_rss_mb_each": [round(kb / 1024, 1) for kb in peak_rss_kb],
     }
 
 
@@ -1086,13 +1111,43 @@ def judge(res: dict[str, Any]) -> list[dict[str, Any]]:
     lost = res["database"]["alertmanager_alerts_lost"]
     add("alerts lost (stored vs sent)", lost, "0", lost <= t["lost_alerts_max"], f"{lost} lost")
     roots = res["slack"]["root_posts"]
+    roots_max = res["database"]["incidents_expected"]
     add(
         "Slack root posts",
         roots,
-        f"<= {t['root_posts_max']}",
-        roots <= t["root_posts_max"],
-        f"+{roots - t['root_posts_max']}",
+        f"<= {roots_max} (groups + PagerDuty incidents)",
+        roots <= roots_max,
+        f"+{roots - roots_max}",
     )
+    once = res["exactly_once"]
+    repeats = once["level_steps_repeated"] + once["root_posts_repeated"]
+    add(
+        "escalation steps and roots repeated",
+        repeats,
+        "0",
+        repeats == 0,
+        f"{once['level_steps_repeated']} level steps, {once['root_posts_repeated']} roots",
+    )
+    applied = res.get("applied") or {}
+    if applied.get("alerts_per_second") is not None:
+        want = t["applied_alerts_per_second_min"][res["database_kind"]]
+        rate = applied["alerts_per_second"]
+        add(
+            "alerts/s applied to incidents",
+            rate,
+            f">= {want:.0f}",
+            rate >= want,
+            f"{want / max(rate, 1e-9):.1f}x too slow",
+        )
+        late = applied.get("after_last_202_s")
+        if late is not None:
+            add(
+                "all applied after the last 202 (s)",
+                late,
+                f"<= {t['applied_after_last_202_s_max']:.0f}",
+                applied["applied"] and late <= t["applied_after_last_202_s_max"],
+                f"+{late - t['applied_after_last_202_s_max']:.1f} s",
+            )
     n429 = res["slack"]["http_429"]
     add("Slack 429s", n429, "0", n429 <= t["slack_429_max"], f"{n429} rate-limited calls")
     p95 = res["pagerduty_to_thread_root_s"]["p95"]
@@ -1120,7 +1175,7 @@ def judge(res: dict[str, Any]) -> list[dict[str, Any]]:
         )
     rss = res["bot_peak_rss_mb"]
     add(
-        "bot peak RSS (MB)",
+        "bot peak RSS (MB, the largest replica)",
         rss,
         f"<= {t['peak_rss_mb_max']:.0f}",
         rss <= t["peak_rss_mb_max"],
@@ -1196,7 +1251,13 @@ def print_report(report: dict[str, Any]) -> None:
             f"status page during the storm: {page['requests']} GETs {page['statuses']}  "
             f"p50 {page['p50_ms']} ms  p99 {page['p99_ms']} ms  max {page['max_ms']} ms"
         )
-    print(f"bot peak RSS (VmHWM): {r['bot_peak_rss_mb']} MB")
+    once = r["exactly_once"]
+    print(
+        f"exactly once: {once['level_steps']} level steps, {once['level_steps_repeated']} "
+        f"repeated; {once['root_posts_repeated']} roots posted twice; incidents "
+        f"{r['database']['incidents']} of {r['database']['incidents_expected']} expected"
+    )
+    print(f"bot peak RSS (VmHWM): {r['bot_peak_rss_mb_each']} MB per replica")
     print()
     for c in report["targets"]:
         extra = f"  (missed by {c['miss_by']})" if c["miss_by"] else ""
@@ -1245,7 +1306,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="attach py-spy during the storm: PREFIX.svg, PREFIX.txt (raw), PREFIX-top.txt",
     )
     p.add_argument("--profile-rate", type=int, default=200)
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="bot processes on one PostgreSQL database; requests go to them round-robin",
+    )
     args = p.parse_args(argv)
+    if args.replicas < 1:
+        p.error("--replicas must be >= 1")
+    if args.replicas > 1 and args.database != "postgresql":
+        p.error("--replicas > 1 needs --database postgresql (replicas share one database)")
     for name in ("alerts", "groups", "batch", "senders"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
@@ -1262,28 +1333,36 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(args.seed, args.alerts, args.groups, args.batch, args.pagerduty)
     db = Database(args.database, args.seed, args.pg_admin)
     slack = FakeSlack()  # realistic pacing: 1 msg/s per (method, channel), burst 3, 429s
-    bot: Bot | None = None
+    bots: list[Bot] = []
     profiler: Profiler | None = None
     try:
         db.create()
         slack.start()
         assert slack.token is not None
-        bot = Bot(db.url, slack.url, slack.token, db.tmp)
-        bot.start()
+        for index in range(args.replicas):
+            bots.append(Bot(db.url, slack.url, slack.token, db.tmp, index))
+            bots[-1].start()
+        bot = bots[0]
         print(
-            f"bot pid {bot.pid} on {bot.url}, {db.version}, FakeSlack on {slack.url}; "
-            f"{len(plan.items)} requests queued",
+            f"bot pids {[b.pid for b in bots]} on {[b.url for b in bots]}, {db.version}, "
+            f"FakeSlack on {slack.url}; {len(plan.items)} requests queued",
             flush=True,
         )
         if args.profile:
             profiler = Profiler(args.profile, bot.pid, args.profile_rate)
         load_before = host_load(bot.pid)
-        cpu0, bench0 = proc_cpu_seconds(bot.pid), time.process_time()
+        cpu0, bench0 = sum(proc_cpu_seconds(b.pid) for b in bots), time.process_time()
         probe = StatusProbe(bot.url).start()
         storm = asyncio.run(
-            run_storm(bot.url, plan.items, args.senders, args.request_timeout, args.max_retries)
+            run_storm(
+                [b.url for b in bots],
+                plan.items,
+                args.senders,
+                args.request_timeout,
+                args.max_retries,
+            )
         )
-        cpu1, bench1 = proc_cpu_seconds(bot.pid), time.process_time()
+        cpu1, bench1 = sum(proc_cpu_seconds(b.pid) for b in bots), time.process_time()
         if profiler is not None:
             profiler.stop()
         print(
@@ -1294,18 +1373,32 @@ def main(argv: list[str] | None = None) -> int:
         applied = wait_for_applied(db, storm.first_send, args.drain_timeout)
         status_page = probe.stop()
         drain = wait_for_drain(db, slack, plan.pd_titles, bot, args.drain_timeout)
-        peak = proc_status(bot.pid).get("VmHWM", 0)
-        results = analyse(storm, plan, slack, db, peak, cpu1 - cpu0, bench1 - bench0)
+        peaks = [proc_status(b.pid).get("VmHWM", 0) for b in bots]
+        results = analyse(storm, plan, slack, db, peaks, cpu1 - cpu0, bench1 - bench0)
+        results["database_kind"] = args.database
         results["status_page_during_storm"] = status_page
+        last_202 = storm.first_send + results["storm"]["first_send_to_last_202_s"]
         results["applied"] = applied | {
             "alerts_per_second": round(args.alerts / max(1e-9, applied["after_first_send_s"]), 1),
+            "after_last_202_s": round(
+                storm.first_send + applied["after_first_send_s"] - last_202, 3
+            ),
         }
         report: dict[str, Any] = {
             "benchmark": "bench/storm.py",
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": {
                 k: getattr(args, k)
-                for k in ("seed", "database", "alerts", "groups", "batch", "senders", "pagerduty")
+                for k in (
+                    "seed",
+                    "database",
+                    "alerts",
+                    "groups",
+                    "batch",
+                    "senders",
+                    "pagerduty",
+                    "replicas",
+                )
             }
             | {
                 "fake_slack": {
@@ -1339,10 +1432,11 @@ def main(argv: list[str] | None = None) -> int:
                 "rate_hz": args.profile_rate,
                 "summary": {k: v[:15] if isinstance(v, list) else v for k, v in summary.items()},
             }
-        bot_rc = bot.stop()
-        report["bot_exit_code"] = bot_rc
-        if bot_rc not in (0, None):
-            report["bot_log_tail"] = bot.log_tail()
+        codes = [b.stop() for b in bots]
+        report["bot_exit_code"] = next((c for c in codes if c not in (0, None)), codes[0])
+        for b, code in zip(bots, codes, strict=True):
+            if code not in (0, None):
+                report.setdefault("bot_log_tail", []).append(b.log_tail())
         print_report(report)
         if profiler is not None:
             print(Path(args.profile + "-top.txt").read_text()[:4000])
@@ -1354,8 +1448,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if profiler is not None:
             profiler.stop()
-        if bot is not None:
-            bot.stop()
+        for b in bots:
+            b.stop()
         slack.stop()
         db.drop()
 
