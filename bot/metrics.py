@@ -80,3 +80,10 @@ HTTP_LIMITED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+SWEEP_LAST_SUCCESS = Gauge(
+    "nexus_job_last_success_timestamp_seconds",
+    "Unix time a periodic sweep last finished without error (the process start until then), "
+    "by sweep: config/prometheus/nexus-bot-health.rules.yaml alerts when it stalls.",
+    ["sweep"],
+    registry=REGISTRY,
+)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot import metrics
 from bot.store.outage import OutageLog
 
 log = structlog.get_logger("bot.scheduler")
@@ -28,6 +29,9 @@ def build_scheduler(jobs: dict[str, tuple[Callable[[], object], float]]) -> Asyn
     """
     scheduler = AsyncIOScheduler(timezone="UTC")
     for name, (function, seconds) in jobs.items():
+        # From the start, so a sweep that never succeeds ages (and alerts)
+        # instead of having no series at all.
+        metrics.SWEEP_LAST_SUCCESS.labels(name).set_to_current_time()
         scheduler.add_job(
             _in_thread(name, function),
             "interval",
@@ -54,6 +58,7 @@ def _in_thread(name: str, function: Callable[[], object]) -> Callable[[], object
             log.exception("sweep failed", sweep=name)
             return
         database.ok()
+        metrics.SWEEP_LAST_SUCCESS.labels(name).set_to_current_time()
 
     run.__name__ = f"sweep_{name}"
     return run

@@ -35,9 +35,8 @@ COMPONENT_DIR = KUBERNETES_DIR / "components" / "monitoring"
 BASE_SERVICE = KUBERNETES_DIR / "base" / "service.yaml"
 
 # Used by the rules and the dashboard without being in the bot's registry:
-# `up` (Prometheus's own, per target) and the gauge proposed for bot/scheduler.py,
-# set after each successful run of a sweep, labelled `sweep`.
-ALLOWED_EXTRA_METRICS = {"up", "nexus_job_last_success_timestamp_seconds"}
+# `up` (Prometheus's own, per target).
+ALLOWED_EXTRA_METRICS = {"up"}
 SEVERITIES = {"critical", "warning", "info"}
 
 # The alert list is the contract with Alertmanager routes and runbooks: adding or
@@ -236,9 +235,26 @@ def test_gauge_and_rate_alerts_wait_before_firing() -> None:
             assert rule.get("for"), rule["alert"]
 
 
-def test_sweep_alerts_use_the_sweep_label_of_the_proposed_gauge() -> None:
+def test_the_sweep_gauge_covers_every_sweep_the_bot_schedules() -> None:
+    """The sweep alerts name sweeps by the scheduler's job names: the gauge has a
+    series per scheduled sweep from the start (set at registration)."""
+    from bot import metrics
+    from bot.scheduler import build_scheduler
+
+    build_scheduler({"escalation-sweep": (lambda: None, 5), "drill-sweep": (lambda: None, 2)})
+    sampled = {
+        sample.labels["sweep"]
+        for family in metrics.SWEEP_LAST_SUCCESS.collect()
+        for sample in family.samples
+    }
+    assert {"escalation-sweep", "drill-sweep"} <= sampled
+    app_source = (REPO_ROOT / "bot" / "app.py").read_text(encoding="utf-8")
+    assert '"escalation-sweep"' in app_source  # the name the critical alert waits on
+
+
+def test_sweep_alerts_use_the_sweep_label_of_the_gauge() -> None:
     # A scraped label named `job` would clash with the target's `job` label and be
-    # renamed `exported_job`, so the proposed gauge is labelled `sweep`.
+    # renamed `exported_job`, so the gauge is labelled `sweep`.
     sweeps = [r for r in alert_rules() if "nexus_job_last_success_timestamp_seconds" in r["expr"]]
     assert {r["alert"] for r in sweeps} == {
         "NexusBotEscalationSweepStalled",
