@@ -327,12 +327,16 @@ class InboxWorker:
         ingress: Ingress | None = None,
         together: SessionApplier | None = None,
         together_limit: int = 16,
+        together_seconds: float = 0.05,
     ) -> None:
         self.inbox = inbox
         self.ingress = ingress or Ingress()
         self.appliers = dict(appliers)
         self.together = together
         self.together_limit = together_limit
+        # A transaction stops taking rows after this long: on SQLite it holds the
+        # one write lock, which a webhook arriving meanwhile needs to store its body.
+        self.together_seconds = together_seconds
         self._one_at_a_time = 0  # rows left to take singly after a failed batch
         self.poll_seconds = poll_seconds
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
@@ -416,21 +420,26 @@ class InboxWorker:
                 heads = self.inbox.heads(session, size)
                 if not heads:
                     return 0
-                rows = list(itertools.takewhile(lambda r: r.source == together.source, heads))
+                candidates = itertools.takewhile(lambda r: r.source == together.source, heads)
+                started = time.monotonic()
+                for row in candidates:
+                    together.apply(session, row.body)
+                    rows.append(row)
+                    if time.monotonic() - started >= self.together_seconds:
+                        break  # the rest next time: others wait for this transaction's lock
                 if not rows:
                     return None
-                for row in rows:
-                    together.apply(session, row.body)
                 self.inbox.delete(session, [r.id for r in rows])
         except Exception as exc:
-            # Rolled back, nothing applied. Which row failed is unknown: take as
-            # many singly, so a bad one is retried, backed off and kept alone.
+            # Rolled back, nothing applied. The rows applied before the failure
+            # and the one that failed go singly next, so a bad row is retried,
+            # backed off and kept alone while the others go on.
             log.info(
                 "inbox rows not applied together; applying them one at a time",
                 rows=len(rows),
                 error=f"{type(exc).__name__}: {exc}"[:300],
             )
-            self._one_at_a_time = max(1, len(rows))
+            self._one_at_a_time = len(rows) + 1
             return None
         now = utcnow()
         metrics.INBOX_APPLIED.labels(together.source).inc(len(rows))

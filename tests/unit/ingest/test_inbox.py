@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -303,18 +305,44 @@ def test_a_failed_batch_leaves_no_trace_and_its_rows_go_one_at_a_time(
         inbox.put("alertmanager", body, 1, group_key=group)
     worker = InboxWorker(inbox, {"alertmanager": single}, together=together(engine, batched))
     assert worker.apply_some() == 3
-    # The batch of three got as far as "bad", then was rolled back (no marker of
-    # its a1), and each of the three went singly.
-    assert [body for _, body in batched] == ["a1"]
-    assert singly == ["a1", "a2"]
-    assert markers(engine) == ["single:a1", "single:bad", "single:a2"]
+    # The batch got as far as "bad" and was rolled back (no marker of its a1);
+    # a1 and bad went singly, then the batches went on with a2.
+    assert [body for _, body in batched] == ["a1", "a2"]
+    assert singly == ["a1"]
+    assert markers(engine) == ["single:a1", "single:bad", "a2"]
     (kept,) = rows(engine)
     assert (kept.source, kept.state, kept.attempts) == ("alertmanager", "pending", 1)
     assert "ValueError: cannot apply this one" in kept.last_error
     # The bad row is backing off: the next batch goes together again without it.
     inbox.put("alertmanager", "a4", 1, group_key="g4")
     assert worker.apply_some() == 1
-    assert [body for _, body in batched] == ["a1", "a4"]
+    assert [body for _, body in batched] == ["a1", "a2", "a4"]
+
+
+def test_a_transaction_stops_taking_rows_after_its_time_budget(engine: sa.Engine) -> None:
+    inbox = Inbox(engine)
+    for n in range(6):
+        inbox.put("alertmanager", f"a{n}", 1, group_key=f"g{n}")
+    batched: list[tuple[int, str]] = []
+    slow = together(engine, batched)
+
+    def apply(s: Session, body: str) -> None:
+        time.sleep(0.03)
+        slow.apply(s, body)
+
+    worker = InboxWorker(
+        inbox,
+        {},
+        together=SessionApplier("alertmanager", slow.session, apply),
+        together_seconds=0.05,
+    )
+    assert worker.apply_some() == 6
+    per_transaction = Counter(session for session, _ in batched)
+    # 30 ms a row, 50 ms a transaction: never more than two rows in one (fewer
+    # on a busy machine), where the row limit (16) would have taken all six.
+    assert sum(per_transaction.values()) == 6
+    assert max(per_transaction.values()) <= 2
+    assert rows(engine) == []
 
 
 def test_replicas_applying_together_apply_each_row_once_in_group_order(
