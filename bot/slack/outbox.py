@@ -273,8 +273,9 @@ def _set_root(
     ).first()
     if newest is not None and newest.attempts == 0:
         old = newest.payload or {}
-        if content.get(RENDER) == RENDER_ROOT and old.get(RENDER) == RENDER_ROOT:
-            return  # it renders when sent: the newest state, already
+        # Even when the row renders when sent already, the compare-and-set below
+        # must run: a worker claiming it right now may have rendered the state
+        # from before this transaction, and then this refresh needs its own row.
         if content.get(RENDER) == RENDER_ROOT:
             payload = {**old, RENDER: RENDER_ROOT}  # the stored content is the fallback
         else:

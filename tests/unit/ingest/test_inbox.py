@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections import Counter
@@ -232,10 +233,13 @@ def together(
 ) -> SessionApplier:
     """Applies in the worker's session: writes a marker row, so a rollback shows."""
     sessions = sessionmaker(engine)
+    transactions = itertools.count(1)
 
     @contextmanager
     def session() -> Iterator[Session]:
         with sessions.begin() as s:
+            # A number per transaction: id(s) could be reused by the next session.
+            s.info["transaction"] = next(transactions)
             yield s
 
     def apply(s: Session, body: str) -> None:
@@ -248,7 +252,7 @@ def together(
         )
         if fail_on in body:
             raise ValueError("cannot apply this one")
-        applied.append((id(s), body))
+        applied.append((s.info["transaction"], body))
 
     return SessionApplier("alertmanager", session, apply)
 
