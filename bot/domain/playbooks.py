@@ -23,7 +23,6 @@ or a manual command shown to humans with the values filled in.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,15 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import bot.actions.catalog  # noqa: F401  (registers the actions)
 from bot.actions.registry import REGISTRY, ActionParams, Target, refusal_for_params
@@ -66,14 +57,6 @@ class Likelihood(StrEnum):
     CRITICAL = "Critical"
 
 
-_MATCH_CACHE_SIZE = 4096  # distinct label value tuples remembered per rule
-
-
-@functools.lru_cache(maxsize=512)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 class MatchRule(BaseModel):
     """All conditions of one rule must hold; a playbook matches if any rule does.
 
@@ -85,8 +68,6 @@ class MatchRule(BaseModel):
 
     labels: dict[str, str] = Field(default_factory=dict)
     title: str | None = None
-    # The label part's verdict per tuple of label values (see `explain`).
-    _by_labels: dict[tuple[str | None, ...], str | None] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> MatchRule:
@@ -102,36 +83,23 @@ class MatchRule(BaseModel):
 
     def explain(self, alert: Alert) -> str | None:
         """Why this rule matches `alert` (e.g. `alertname=X`), or None if it does not."""
-        # Every alert of a storm is matched against every rule, and the alerts of
-        # one group share the labels rules look at: the label part is decided once
-        # per distinct set of those values.
-        values = tuple(alert.labels.get(name) for name in self.labels)
-        cache = self._by_labels
-        if values in cache:
-            why = cache[values]
-        else:
-            if len(cache) >= _MATCH_CACHE_SIZE:
-                cache.clear()
-            why = cache[values] = self._explain_labels(values)
-        if why is None or self.title is None:
-            return why
-        if not _compiled(self.title).search(alert.title):
-            return None
-        return f"{why} and title~/{self.title}/" if why else f"title~/{self.title}/"
-
-    def _explain_labels(self, values: tuple[str | None, ...]) -> str | None:
         reasons = []
-        for (name, expected), actual in zip(self.labels.items(), values, strict=True):
+        for name, expected in self.labels.items():
+            actual = alert.labels.get(name)
             if actual is None:
                 return None
             if expected.startswith("~"):
-                if not _compiled(expected[1:]).search(actual):
+                if not re.search(expected[1:], actual):
                     return None
                 reasons.append(f"{name}~/{expected[1:]}/")
             elif actual != expected:
                 return None
             else:
                 reasons.append(f"{name}={expected}")
+        if self.title is not None:
+            if not re.search(self.title, alert.title):
+                return None
+            reasons.append(f"title~/{self.title}/")
         return " and ".join(reasons)
 
 
