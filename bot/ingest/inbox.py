@@ -327,15 +327,19 @@ class InboxWorker:
         ingress: Ingress | None = None,
         together: SessionApplier | None = None,
         together_limit: int = 16,
-        together_seconds: float = 0.05,
+        together_seconds: float | None = None,
     ) -> None:
         self.inbox = inbox
         self.ingress = ingress or Ingress()
         self.appliers = dict(appliers)
         self.together = together
         self.together_limit = together_limit
-        # A transaction stops taking rows after this long: on SQLite it holds the
-        # one write lock, which a webhook arriving meanwhile needs to store its body.
+        # A transaction stops taking rows after this long. On SQLite it holds the
+        # one write lock, which a webhook arriving meanwhile needs to store its
+        # body: 50 ms. PostgreSQL locks rows, and each commit waits for its WAL
+        # flush: longer transactions, fewer commits.
+        if together_seconds is None:
+            together_seconds = 0.5 if inbox.postgres else 0.05
         self.together_seconds = together_seconds
         self._one_at_a_time = 0  # rows left to take singly after a failed batch
         self.poll_seconds = poll_seconds
