@@ -18,6 +18,7 @@ import cProfile
 import json
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,9 +32,14 @@ from bot.core import build_core
 from bot.domain.alerts import parse_alertmanager
 from bot.domain.playbooks import load_playbooks
 from bot.ingest.inbox import Inbox, InboxWorker
-from bot.ingest.webhooks import alertmanager_together, inbox_appliers
+from bot.ingest.webhooks import inbox_appliers
 from bot.settings import load_settings
 from bot.store.db import make_engine, upgrade_database
+
+try:
+    from bot.ingest.webhooks import alertmanager_together
+except ImportError:  # a commit before batches were applied together (A/B runs)
+    alertmanager_together = None  # type: ignore[assignment]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                 body = item.body.decode()
                 alerts = parse_alertmanager(json.loads(body))
                 inbox.put("alertmanager", body, len(alerts), alerts[0].group_key or "")
-            worker = InboxWorker(
-                inbox,
-                inbox_appliers(core.incidents),
-                together=alertmanager_together(core.incidents),
+            together = (
+                {"together": alertmanager_together(core.incidents)}
+                if alertmanager_together is not None
+                else {}
             )
+            worker = InboxWorker(inbox, inbox_appliers(core.incidents), **together)
             profiler = cProfile.Profile() if args.profile else None
             wall0, cpu0 = time.perf_counter(), time.process_time()
             if profiler:
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "alerts_per_s": round(args.alerts / wall, 1),
+        "code": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        ).stdout.strip(),
         "ms_per_batch": round(1000 * wall / max(1, applied), 2),
         "rows": counts,
     }
