@@ -31,6 +31,18 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    """kubectl with kustomize v4+ (tests/support/kustomize.py), for the manifest tests."""
+    from tests.support.kustomize import find_kubectl
+
+    path = find_kubectl()
+    if path is None:
+        unavailable("kubectl not installed (on PATH or in the venv; .ci/run installs it)")
+    assert path is not None
+    return path
+
+
 def _postgres_reachable() -> str | None:
     try:
         engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})

@@ -12,8 +12,6 @@ import importlib
 import json
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import unavailable
+from tests.support.kustomize import kustomize
 from tests.unit.test_prometheus_rules import CHECK_FLAGS, run_promtool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -398,27 +396,6 @@ def test_service_monitor_scrapes_the_base_service() -> None:
     assert (endpoint["path"], endpoint["interval"]) == ("/metrics", "30s")
 
 
-@pytest.fixture(scope="session")
-def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        unavailable("kubectl not installed (needed to render the kustomize component)")
-    assert path is not None
-    return path
-
-
-def render(kubectl: str, directory: Path) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [kubectl, "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
 def write_kustomization(directory: Path, resources: list[str]) -> None:
     # kustomize refuses absolute paths to components: a relative one, from the tmp dir.
     component = os.path.relpath(COMPONENT_DIR, directory)
@@ -450,7 +427,7 @@ def test_component_renders_next_to_a_service(kubectl: str, tmp_path: Path) -> No
     )
     write_kustomization(tmp_path, ["service.yaml"])
 
-    docs = render(kubectl, tmp_path)
+    docs = kustomize(kubectl, tmp_path)
 
     kinds = {doc["kind"]: doc for doc in docs}
     assert set(kinds) == {"Service", "ServiceMonitor", "PrometheusRule"}
@@ -460,7 +437,7 @@ def test_component_renders_next_to_a_service(kubectl: str, tmp_path: Path) -> No
 def test_component_renders_with_the_base(kubectl: str, tmp_path: Path) -> None:
     write_kustomization(tmp_path, [os.path.relpath(KUBERNETES_DIR / "base", tmp_path)])
 
-    docs = render(kubectl, tmp_path)
+    docs = kustomize(kubectl, tmp_path)
 
     (service,) = [d for d in docs if d["kind"] == "Service"]
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
