@@ -21,7 +21,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from tests.support.kustomize import kustomize
-from tests.unit.test_prometheus_rules import CHECK_FLAGS, run_promtool
+from tests.unit.test_prometheus_rules import CHECK_FLAGS, assert_promtool_test_fails, run_promtool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "config" / "prometheus"
@@ -190,14 +190,7 @@ def test_promtool_unit_tests_fail_on_a_wrong_expectation(promtool: str, tmp_path
     start = text.index("name: NexusBotDeliveryStuck is critical for PagerDuty")
     at = text.index("severity: critical", start)
     text = text[:at] + "severity: warning" + text[at + len("severity: critical") :]
-    text = text.replace("../nexus-bot-health.rules.yaml", str(RULES_FILE))
-    wrong = tmp_path / "wrong.test.yaml"
-    wrong.write_text(text)
-
-    result = run_promtool(promtool, "test", "rules", wrong)
-
-    assert result.returncode != 0, result.stdout + result.stderr
-    assert "NexusBotDeliveryStuck" in result.stdout + result.stderr
+    assert_promtool_test_fails(promtool, tmp_path, text, RULES_FILE, "NexusBotDeliveryStuck")
 
 
 # --- the rules as data ------------------------------------------------------

@@ -130,14 +130,21 @@ def test_promtool_unit_tests_fail_on_a_wrong_expectation(promtool: str, tmp_path
     text = test_file.read_text()
     assert "scenario: schema-mismatch" in text
     text = text.replace("scenario: schema-mismatch", "scenario: configuration-drift")
-    text = text.replace("../nexus-alerts.rules.yaml", str(RULES_FILE))
+    assert_promtool_test_fails(promtool, tmp_path, text, RULES_FILE, "SSOTSchemaMismatch")
+
+
+def assert_promtool_test_fails(
+    promtool: str, tmp_path: Path, text: str, rules_file: Path, alert: str
+) -> None:
+    """A promtool test file's `text`, its rules file made absolute, fails on `alert`."""
+    text = text.replace(f"../{rules_file.name}", str(rules_file))
     wrong = tmp_path / "wrong.test.yaml"
     wrong.write_text(text)
 
     result = run_promtool(promtool, "test", "rules", wrong)
 
     assert result.returncode != 0, result.stdout + result.stderr
-    assert "SSOTSchemaMismatch" in result.stdout + result.stderr
+    assert alert in result.stdout + result.stderr
 
 
 # --- the rules as data -----------------------------------------------------
