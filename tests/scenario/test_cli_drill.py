@@ -188,7 +188,9 @@ def test_wait_without_a_running_bot_gives_up_and_the_run_stays(
     assert "is `nexus-bot serve` running on this database?" in proc.stderr
     assert "The drill stays recorded" in proc.stderr
     assert "Drill run 1 started: ai-malfunction" in proc.stdout
-    assert took < 15, took
+    # Gives up at the 2 s drill timeout, not after the 120 s more it grants a bot
+    # that applied the alert; the rest is two process starts on a busy CI machine.
+    assert took < 60, took
 
     history = json_out(run_with_config(sqlite_url, path, "drill", "history", "--json"))
     [run] = history["runs"]
