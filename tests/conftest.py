@@ -6,8 +6,10 @@ lacks them, and fail instead when CI=true: CI must never go green by skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,19 +64,63 @@ def postgres_server() -> str:
     return POSTGRES_ADMIN_URL
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    name = f"nexus_test_{uuid.uuid4().hex[:12]}"
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: str) -> Iterator[str]:
+    """A database migrated once per test process, copied for each `engine` test.
+
+    Running the migrations took longer than many tests themselves; CREATE
+    DATABASE ... TEMPLATE copies the result. Nothing stays connected to it
+    (PostgreSQL refuses to copy a database in use).
+    """
+    from bot.store.db import make_engine, upgrade_database
+
+    name = f"nexus_template_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    migrated = make_engine(postgres_server.rsplit("/", 1)[0] + f"/{name}")
+    upgrade_database(migrated)
+    migrated.dispose()
+    try:
+        yield name
+    finally:
+        drop_database(admin, name)
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards: empty, or for
+    a test that uses `engine`, a copy of the migrated template."""
+    name = f"nexus_test_{uuid.uuid4().hex[:12]}"
+    template = ""
+    if "engine" in request.fixturenames:
+        template = f' TEMPLATE "{request.getfixturevalue("postgres_template")}"'
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"{template}'))
     url = postgres_server.rsplit("/", 1)[0] + f"/{name}"
     try:
         yield url
     finally:
         drop_database(admin, name)
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per test process, copied for each `engine` test."""
+    from bot.store.db import make_engine, upgrade_database
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "migrated.db"
+    migrated = make_engine(f"sqlite:///{path}")
+    upgrade_database(migrated)
+    migrated.dispose()
+    # Everything into the main file (closing the last connection does it too):
+    # the copy takes that file alone.
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
 
 
 @pytest.fixture
@@ -91,12 +137,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    """An engine on a fresh database of each kind, migrated to the latest schema."""
-    from bot.store.db import make_engine, upgrade_database
+def engine(database_url: str, request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
+    """An engine on a fresh database of each kind, migrated to the latest schema
+    (a copy of a template migrated once: see `postgres_template`)."""
+    from bot.store.db import make_engine
 
+    if database_url.startswith("sqlite:///"):
+        target = Path(database_url.removeprefix("sqlite:///"))
+        if not target.exists():
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
     engine = make_engine(database_url)
-    upgrade_database(engine)
     yield engine
     engine.dispose()
 
