@@ -118,26 +118,8 @@ class Inbox:
         row of the group is leased elsewhere or backing off, the group waits.
         """
         now = utcnow()
-        earlier = _INBOX.alias("earlier")
         with self.engine.begin() as conn:
-            query = (
-                sa.select(_INBOX.c.id, _INBOX.c.attempts)
-                .where(
-                    _INBOX.c.state == "pending",
-                    _INBOX.c.not_before <= now,
-                    ~sa.exists().where(
-                        earlier.c.group_key == _INBOX.c.group_key,
-                        earlier.c.id < _INBOX.c.id,
-                        earlier.c.state == "pending",
-                    ),
-                )
-                .order_by(_INBOX.c.priority, _INBOX.c.id)
-                .limit(1)
-            )
-            if self.postgres:
-                # Replicas skip each other's rows instead of queueing on them.
-                query = query.with_for_update(skip_locked=True)
-            head = conn.execute(query).first()
+            head = conn.execute(self._due_heads(now, 1, _INBOX.c.id, _INBOX.c.attempts)).first()
             if head is None:
                 return None
             if head.attempts >= MAX_ATTEMPTS:
@@ -166,18 +148,22 @@ class Inbox:
         lease is written, because a process that dies mid-way rolls the whole
         transaction back, and the rows are simply still there.
         """
+        c = _INBOX.c
+        query = self._due_heads(utcnow(), limit, c.id, c.source, c.body, c.attempts, c.received_at)
+        return [
+            Claimed(r.id, r.source, r.body, r.attempts, r.received_at)
+            for r in session.execute(query)
+        ]
+
+    def _due_heads(self, now: Any, limit: int, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+        """Due pending rows that are the oldest pending row of their group, in claim
+        order (PagerDuty first, then oldest); on PostgreSQL locked, others' skipped."""
         earlier = _INBOX.alias("earlier")
         query = (
-            sa.select(
-                _INBOX.c.id,
-                _INBOX.c.source,
-                _INBOX.c.body,
-                _INBOX.c.attempts,
-                _INBOX.c.received_at,
-            )
+            sa.select(*columns)
             .where(
                 _INBOX.c.state == "pending",
-                _INBOX.c.not_before <= utcnow(),
+                _INBOX.c.not_before <= now,
                 ~sa.exists().where(
                     earlier.c.group_key == _INBOX.c.group_key,
                     earlier.c.id < _INBOX.c.id,
@@ -188,12 +174,10 @@ class Inbox:
             .limit(limit)
         )
         if self.postgres:
-            # of=: lock the rows taken, not the NOT EXISTS subquery's.
+            # Replicas skip each other's rows instead of queueing on them; of=: lock
+            # the rows taken, not the NOT EXISTS subquery's.
             query = query.with_for_update(skip_locked=True, of=_INBOX)
-        return [
-            Claimed(r.id, r.source, r.body, r.attempts, r.received_at)
-            for r in session.execute(query)
-        ]
+        return query
 
     @staticmethod
     def delete(session: Session, ids: list[int]) -> None:
