@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,14 +63,19 @@ class Core:
     # Senders of the outputs delivered by bot.timeline.delivery (not Slack's).
     senders: dict[str, Sender] = field(default_factory=dict)
 
+    @cached_property
+    def _slack_thread(self) -> SlackThreadOutput:
+        """The registered Slack output, or one for rendering only (no incident channel
+        configured, yet rows to deliver, e.g. a drill channel's): looked up once."""
+        return next(
+            (o for o in self.timeline.outputs if isinstance(o, SlackThreadOutput)), None
+        ) or SlackThreadOutput(self.settings, self.repo, self.incidents.playbooks)
+
     def render_root(
         self, conn: sa.Connection, incident_id: int
     ) -> tuple[str, list[dict[str, Any]]] | None:
         """An incident's Slack root as it is now, for the Slack delivery worker."""
-        thread = next(
-            (o for o in self.timeline.outputs if isinstance(o, SlackThreadOutput)), None
-        ) or SlackThreadOutput(self.settings, self.repo, self.incidents.playbooks)
-        return thread.render_root(conn, incident_id)
+        return self._slack_thread.render_root(conn, incident_id)
 
     def on_delivery_report(
         self, session: Session, incident_id: int | None, output: str, report: Mapping[str, Any]
