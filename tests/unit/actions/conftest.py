@@ -128,3 +128,19 @@ def context() -> ExecutionContext:
         requested_by="U0REQUEST",
         approved_by="U0APPROVE",
     )
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings read the environment and ./config/nexus.yaml: none of the developer's."""
+    monkeypatch.chdir(tmp_path)  # no config/nexus.yaml
+    for name in (
+        "GITHUB_TOKEN",
+        "GITHUB_APP_ID",
+        "GITHUB_APP_PRIVATE_KEY",
+        "NEXUS_CONFIG",
+        "KUBECONFIG",
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+    ):
+        monkeypatch.delenv(name, raising=False)

@@ -139,22 +139,6 @@ def assert_exact(action: str, calls: list[Call], target: tuple[str, str]) -> Non
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Settings read the environment and ./config/nexus.yaml: none of the developer's.
-    monkeypatch.chdir(tmp_path)
-    for name in (
-        "GITHUB_TOKEN",
-        "GITHUB_APP_ID",
-        "GITHUB_APP_PRIVATE_KEY",
-        "NEXUS_CONFIG",
-        "KUBECONFIG",
-        "KUBERNETES_SERVICE_HOST",
-        "KUBERNETES_SERVICE_PORT",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
 def rehearsals(clean_env: None, kubeconfig: Path, tmp_path: Path) -> dict[str, Executor]:
     """The rehearsal executors exactly as the bot builds them from its settings."""
     settings = Settings(kubeconfig=str(kubeconfig), nexus_workdir=tmp_path / "work")

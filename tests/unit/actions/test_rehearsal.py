@@ -20,21 +20,6 @@ from tests.unit.actions.actions_git_support import APP_ID, CONTEXT, REPO
 DRILL_CONTEXT = dataclasses.replace(CONTEXT, drill_branch="drill/42-step")
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no config/nexus.yaml
-    for name in (
-        "GITHUB_TOKEN",
-        "GITHUB_APP_ID",
-        "GITHUB_APP_PRIVATE_KEY",
-        "NEXUS_CONFIG",
-        "KUBECONFIG",
-        "KUBERNETES_SERVICE_HOST",
-        "KUBERNETES_SERVICE_PORT",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.mark.usefixtures("clean_env")
 def test_same_actions_as_build_executors(
     github: FakeGitHub, kubeconfig: Path, tmp_path: Path
